@@ -1,0 +1,3 @@
+from ibot.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""Build iBot's services once, at start, and close them at the end.
+
+The Discord bot and the CLI both start here, so a question asked with `ibot ask`
+takes exactly the path an `/ask-gpt` takes: same gateway, same ledger, same prices.
+Nothing here imports nextcord, torch or transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from ibot.config import Settings
+from ibot.db.engine import create_engine, make_sessionmaker
+from ibot.db.ledger import Ledger
+from ibot.db.migrate import upgrade
+from ibot.i18n import load_prompts
+from ibot.llm.gateway import Gateway
+from ibot.llm.openai_backend import OpenAIBackend
+from ibot.llm.types import Feature
+from ibot.pricing import PriceTable
+from ibot.services.ask import AskService, FeatureConfig, PromptBuilder
+from ibot.services.attachments import AttachmentLimits
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    ledger: Ledger
+    prices: PriceTable
+    gateway: Gateway
+    openai: OpenAIBackend | None
+    prompts: PromptBuilder
+
+    def feature_config(self, feature: Feature) -> FeatureConfig:
+        fs = self.settings.feature(feature)
+        return FeatureConfig(
+            model=fs.model,
+            max_output_tokens=fs.max_output_tokens,
+            max_prompt_tokens=fs.max_prompt_tokens,
+            temperature=fs.temperature,
+        )
+
+    def attachment_limits(self, feature: Feature) -> AttachmentLimits:
+        fs = self.settings.feature(feature)
+        att = self.settings.attachments
+        return AttachmentLimits(
+            max_download_bytes=att.max_download_bytes,
+            max_text_chars=att.max_text_file_chars,
+            max_images=fs.max_images,
+            max_tiles=fs.max_image_tiles,
+            detail=fs.image_detail,
+            text_extensions=frozenset(ext.lower() for ext in att.text_extensions),
+        )
+
+    def ask_service(self) -> AskService:
+        return AskService(
+            self.gateway,
+            self.prompts,
+            self.feature_config(Feature.ASK),
+            self.attachment_limits(Feature.ASK),
+        )
+
+    async def aclose(self) -> None:
+        if self.openai is not None:
+            await self.openai.aclose()
+        await self.engine.dispose()
+
+
+def build_openai(settings: Settings) -> OpenAIBackend | None:
+    """The OpenAI backend, or None when no key is configured (the gateway then refuses)."""
+    if settings.openai_api_key is None:
+        return None
+    return OpenAIBackend(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        timeout_s=settings.openai.timeout_s,
+        connect_timeout_s=settings.openai.connect_timeout_s,
+        max_retries=settings.openai.max_retries,
+        retry_max_wait_s=settings.openai.retry_max_wait_s,
+    )
+
+
+async def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Create the engine (upgrading the schema first), the ledger, prices and gateway."""
+    if migrate:
+        await upgrade(settings.database_url)
+    engine = create_engine(settings.database_url)
+    sessionmaker = make_sessionmaker(engine)
+    ledger = Ledger(sessionmaker)
+    prices = PriceTable.load(Path(settings.prices_file))
+    openai_backend = build_openai(settings)
+    gateway = Gateway(ledger=ledger, prices=prices, openai=openai_backend)
+    templates = load_prompts(settings.prompts.language)
+    if settings.prompts.persona:
+        templates = {**templates, "persona": settings.prompts.persona}
+    prompts = PromptBuilder(templates, extra={"bot_name": settings.prompts.bot_name})
+    return Services(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        ledger=ledger,
+        prices=prices,
+        gateway=gateway,
+        openai=openai_backend,
+        prompts=prompts,
+    )

@@ -1,0 +1,377 @@
+"""The OpenAI backend: `AsyncOpenAI` only, with our own classified retries.
+
+Why our own retry loop instead of the SDK's `max_retries`: the SDK retries every 429,
+including `insufficient_quota`, which no retry can fix (it only burns minutes while a
+user waits), and it hides how many attempts were made. So the client is built with
+`max_retries=0` and this module decides: transient errors (429 rate limit, 5xx, 408,
+409, timeouts, dropped connections) are retried with the server's Retry-After when it
+gives one, else exponential back-off with jitter; everything else fails at once.
+
+The synchronous client is never used: it would block the Discord gateway heartbeat.
+Works with any OpenAI-compatible server through `base_url` (vLLM, Ollama, our fakes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+
+from ibot.llm.types import (
+    Backend,
+    BackendError,
+    BackendResponse,
+    ChatMessage,
+    ErrorKind,
+    LLMRequest,
+    RateLimitInfo,
+    Usage,
+    UsageSource,
+)
+
+OnDelta = Callable[[str], Awaitable[None] | None]
+Sleep = Callable[[float], Awaitable[None]]
+
+_BACKOFF_BASE_S = 0.5
+
+
+def to_openai_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
+    """Convert our messages to the Chat Completions wire format.
+
+    Images go in the same user message as their text, as base64 data URLs with an
+    explicit detail (Discord CDN links expire; "auto" would make our estimate inexact).
+    """
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {"role": message.role}
+        if message.images:
+            parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+            parts.extend(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": image.data_url(), "detail": image.detail},
+                }
+                for image in message.images
+            )
+            item["content"] = parts
+        else:
+            item["content"] = message.content
+        if message.name:
+            item["name"] = message.name
+        out.append(item)
+    return out
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """Read the x-ratelimit-* headers; durations like "1s", "6m0s", "120ms" become seconds."""
+
+    def _int(name: str) -> int | None:
+        value = headers.get(name)
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def _duration(name: str) -> float | None:
+        value = headers.get(name)
+        return parse_duration(value) if value is not None else None
+
+    info = RateLimitInfo(
+        limit_requests=_int("x-ratelimit-limit-requests"),
+        remaining_requests=_int("x-ratelimit-remaining-requests"),
+        reset_requests_s=_duration("x-ratelimit-reset-requests"),
+        limit_tokens=_int("x-ratelimit-limit-tokens"),
+        remaining_tokens=_int("x-ratelimit-remaining-tokens"),
+        reset_tokens_s=_duration("x-ratelimit-reset-tokens"),
+    )
+    return None if info == RateLimitInfo() else info
+
+
+def parse_duration(value: str) -> float | None:
+    """Parse OpenAI's reset durations ("20ms", "1.5s", "6m0s", "1h2m3s") into seconds."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    total, number = 0.0, ""
+    i = 0
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    while i < len(value):
+        ch = value[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if value.startswith("ms", i) else ch
+        if unit not in units or not number:
+            return None
+        total += float(number) * units[unit]
+        number = ""
+        i += len(unit)
+    return None if number else total
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Retry-After in seconds, preferring the non-standard, more precise retry-after-ms."""
+    if not headers:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / divisor)
+        except ValueError:
+            continue
+    return None
+
+
+def classify(exc: BaseException) -> tuple[ErrorKind, str]:
+    """Map an openai exception to our ErrorKind and a short message with no secret in it."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ErrorKind.TIMEOUT, "request timed out"
+    if isinstance(exc, openai.APIConnectionError):
+        return ErrorKind.CONNECTION, "connection failed"
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        code = exc.code or ""
+        detail = f"HTTP {status}" + (f" ({code})" if code else "")
+        server_text = (exc.message or "")[:300]
+        message = f"{detail}: {server_text}" if server_text else detail
+        if status == 429:
+            if code == "insufficient_quota" or "insufficient_quota" in (exc.type or ""):
+                return ErrorKind.QUOTA, message
+            return ErrorKind.RATE_LIMIT, message
+        if status in (401, 403):
+            return ErrorKind.AUTH, message
+        if status == 408:
+            return ErrorKind.TIMEOUT, message
+        if status == 409 or status >= 500:
+            return ErrorKind.SERVER, message
+        if status in (400, 404, 413, 422):
+            return ErrorKind.BAD_REQUEST, message
+        return ErrorKind.OTHER, message
+    return ErrorKind.OTHER, type(exc).__name__
+
+
+class OpenAIBackend:
+    """Chat Completions through one shared `AsyncOpenAI` client."""
+
+    name = Backend.OPENAI
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        max_retries: int = 3,
+        retry_max_wait_s: float = 60.0,
+        sleep: Sleep = asyncio.sleep,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        self._client = client or AsyncOpenAI(
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=httpx2.Timeout(timeout_s, connect=connect_timeout_s),
+            max_retries=0,  # retries are ours: see the module docstring
+        )
+        self.max_retries = max_retries
+        self.retry_max_wait_s = retry_max_wait_s
+        self._sleep = sleep
+        self.last_rate_limits: RateLimitInfo | None = None
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def complete(
+        self,
+        request: LLMRequest,
+        *,
+        prompt_estimate: int = 0,
+        on_delta: OnDelta | None = None,
+        estimate_completion: Callable[[str], int] | None = None,
+    ) -> BackendResponse:
+        """Send one chat completion, retrying transient failures.
+
+        `prompt_estimate` and `estimate_completion` are used only when a stream ends
+        without its usage chunk: the ledger then records an estimate, marked as such.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if request.stream:
+                    response = await self._stream_once(
+                        request, prompt_estimate, on_delta, estimate_completion
+                    )
+                else:
+                    response = await self._create_once(
+                        request, prompt_estimate, estimate_completion
+                    )
+            except BackendError as err:  # a stream cut mid-way: billed, never retried
+                err.attempts = attempt
+                raise
+            except (openai.APIError, httpx2.HTTPError) as exc:
+                kind, message = classify(exc)
+                headers = getattr(getattr(exc, "response", None), "headers", None)
+                retry_after = parse_retry_after(headers)
+                request_id = getattr(exc, "request_id", None)
+                if headers is not None:
+                    self.last_rate_limits = parse_rate_limits(headers) or self.last_rate_limits
+                wait = self._retry_wait(kind, attempt, retry_after)
+                if wait is None:
+                    raise BackendError(
+                        kind,
+                        message,
+                        request_id=request_id,
+                        retry_after_s=retry_after,
+                        attempts=attempt,
+                        model=request.model,
+                    ) from None
+                await self._sleep(wait)
+                continue
+            return BackendResponse(
+                text=response.text,
+                usage=response.usage,
+                model=response.model,
+                request_id=response.request_id,
+                finish_reason=response.finish_reason,
+                rate_limits=response.rate_limits,
+                attempts=attempt,
+            )
+
+    def _retry_wait(self, kind: ErrorKind, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up now."""
+        if not kind.transient or attempt > self.max_retries:
+            return None
+        if retry_after is not None:
+            # A server asking for longer than we are willing to hold a user is a failure.
+            return retry_after if retry_after <= self.retry_max_wait_s else None
+        backoff = _BACKOFF_BASE_S * (2 ** (attempt - 1))
+        return min(self.retry_max_wait_s, backoff * (1 - 0.25 * random.random()))
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": to_openai_messages(request.messages),
+            "max_completion_tokens": request.max_output_tokens,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    async def _create_once(
+        self,
+        request: LLMRequest,
+        prompt_estimate: int,
+        estimate_completion: Callable[[str], int] | None,
+    ) -> BackendResponse:
+        raw = await self._client.chat.completions.with_raw_response.create(**self._params(request))
+        completion = raw.parse()
+        rate_limits = parse_rate_limits(raw.headers)
+        self.last_rate_limits = rate_limits or self.last_rate_limits
+        choice = completion.choices[0] if completion.choices else None
+        text = (choice.message.content or "") if choice else ""
+        usage = (
+            usage_from_api(completion.usage)
+            if completion.usage is not None
+            else estimated_usage(prompt_estimate, text, estimate_completion)
+        )
+        return BackendResponse(
+            text=text,
+            usage=usage,
+            model=completion.model or request.model,
+            request_id=raw.headers.get("x-request-id") or completion.id,
+            finish_reason=choice.finish_reason if choice else None,
+            rate_limits=rate_limits,
+        )
+
+    async def _stream_once(
+        self,
+        request: LLMRequest,
+        prompt_estimate: int,
+        on_delta: OnDelta | None,
+        estimate_completion: Callable[[str], int] | None,
+    ) -> BackendResponse:
+        raw = await self._client.chat.completions.with_raw_response.create(
+            **self._params(request), stream=True, stream_options={"include_usage": True}
+        )
+        rate_limits = parse_rate_limits(raw.headers)
+        self.last_rate_limits = rate_limits or self.last_rate_limits
+        request_id = raw.headers.get("x-request-id")
+        stream = raw.parse()
+        pieces: list[str] = []
+        usage = None
+        model = request.model
+        finish_reason = None
+
+        def estimated() -> Usage:
+            return estimated_usage(prompt_estimate, "".join(pieces), estimate_completion)
+
+        try:
+            async for chunk in stream:
+                model = chunk.model or model
+                request_id = request_id or chunk.id
+                if chunk.usage is not None:
+                    usage = usage_from_api(chunk.usage)
+                for choice in chunk.choices:
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    delta = choice.delta.content if choice.delta else None
+                    if delta:
+                        pieces.append(delta)
+                        if on_delta is not None:
+                            result = on_delta(delta)
+                            if asyncio.iscoroutine(result):
+                                await result
+        except (openai.APIError, httpx2.HTTPError) as exc:
+            if not pieces:
+                raise  # nothing streamed yet: an ordinary failure, retried as such
+            kind, message = classify(exc)
+            raise BackendError(
+                kind,
+                f"stream interrupted: {message}",
+                request_id=request_id,
+                model=model,
+                usage=estimated(),
+            ) from None
+        return BackendResponse(
+            text="".join(pieces),
+            usage=usage if usage is not None else estimated(),
+            model=model,
+            request_id=request_id,
+            finish_reason=finish_reason,
+            rate_limits=rate_limits,
+        )
+
+
+def estimated_usage(
+    prompt_estimate: int, text: str, estimate_completion: Callable[[str], int] | None
+) -> Usage:
+    """Usage counted by us when the server gave none; the ledger marks it estimated."""
+    completion = estimate_completion(text) if estimate_completion else 0
+    return Usage(
+        prompt_tokens=prompt_estimate, completion_tokens=completion, source=UsageSource.ESTIMATED
+    )
+
+
+def usage_from_api(usage: Any) -> Usage:
+    """Our Usage from the SDK's CompletionUsage (absent detail fields count as zero)."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    return Usage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        cached_tokens=(getattr(details, "cached_tokens", None) or 0) if details else 0,
+        image_tokens=(getattr(details, "image_tokens", None) or 0) if details else 0,
+        source=UsageSource.MEASURED,
+    )

@@ -1,0 +1,242 @@
+"""Turn a message's attachments into model input: images, text files, or a clear "not read".
+
+Discord-free: an attachment is a name, a declared size and type, and a coroutine that
+downloads its bytes (nextcord's `Attachment.read`, or a file read by the CLI). Heavy
+Pillow work runs in a worker thread so the event loop (and the Discord heartbeat) never
+waits on it.
+
+Images are checked and shrunk before they cost anything: a decompression-bomb guard,
+the first frame of an animation, EXIF orientation applied, and the size bounded so
+that the tile count (and therefore the price) stays within the configured limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import io
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import PurePath
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ibot.llm.types import Detail, ImageInput
+
+IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
+# Larger images are refused before decoding: 40 megapixels is far beyond any screenshot and
+# about 160 MB of RGBA, which is what a malicious "decompression bomb" PNG aims to exceed.
+MAX_IMAGE_PIXELS = 40_000_000
+TILE = 512
+TEXT_EXTENSIONS = frozenset(
+    {".txt", ".log", ".py", ".json", ".yaml", ".yml", ".cfg", ".ini", ".toml", ".md", ".csv"}
+    | {".js", ".ts", ".java", ".c", ".cpp", ".h", ".rs", ".go", ".sh", ".xml", ".html", ".css"}
+    | {".sql"}
+)
+
+
+class AttachmentKind(StrEnum):
+    IMAGE = "image"
+    TEXT = "text"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentSource:
+    filename: str
+    size: int
+    content_type: str | None
+    read: Callable[[], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentResult:
+    """What became of one attachment; `problem` is an i18n key when it was not (fully) read."""
+
+    name: str
+    kind: AttachmentKind
+    image: ImageInput | None = None
+    text: str | None = None
+    problem: str | None = None  # attachment.not_read / too_big / bad_image / truncated
+
+    @property
+    def used(self) -> bool:
+        return self.kind is not AttachmentKind.SKIPPED
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentLimits:
+    max_download_bytes: int = 10 * 1024 * 1024
+    max_text_chars: int = 20_000
+    max_images: int = 4
+    max_tiles: int = 6
+    detail: Detail = "high"
+    text_extensions: frozenset[str] = TEXT_EXTENSIONS
+
+
+class AttachmentError(Exception):
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+def classify(source: AttachmentSource, limits: AttachmentLimits) -> AttachmentKind:
+    suffix = PurePath(source.filename).suffix.lower()
+    content_type = (source.content_type or "").split(";")[0].strip().lower()
+    if suffix in IMAGE_EXTENSIONS or content_type in IMAGE_TYPES.values():
+        return AttachmentKind.IMAGE
+    if suffix in limits.text_extensions or content_type.startswith("text/"):
+        return AttachmentKind.TEXT
+    return AttachmentKind.SKIPPED
+
+
+async def process_attachments(
+    sources: Sequence[AttachmentSource], limits: AttachmentLimits
+) -> list[AttachmentResult]:
+    """Process every attachment; one bad file never stops the others."""
+    results: list[AttachmentResult] = []
+    images = 0
+    for source in sources:
+        kind = classify(source, limits)
+        if kind is AttachmentKind.IMAGE and images >= limits.max_images:
+            results.append(_skipped(source, "attachment.not_read"))
+            continue
+        result = await process_one(source, kind, limits)
+        images += result.kind is AttachmentKind.IMAGE
+        results.append(result)
+    return results
+
+
+async def process_one(
+    source: AttachmentSource, kind: AttachmentKind, limits: AttachmentLimits
+) -> AttachmentResult:
+    if kind is AttachmentKind.SKIPPED:
+        return _skipped(source, "attachment.not_read")
+    if source.size > limits.max_download_bytes:
+        return _skipped(source, "attachment.too_big")
+    try:
+        data = await source.read()
+    except Exception:
+        return _skipped(source, "attachment.download_failed")
+    if len(data) > limits.max_download_bytes:
+        return _skipped(source, "attachment.too_big")
+    if not data:
+        return _skipped(source, "attachment.empty")
+    if kind is AttachmentKind.IMAGE:
+        try:
+            image = await asyncio.to_thread(
+                prepare_image, data, limits.max_tiles, limits.detail, source.filename
+            )
+        except AttachmentError as err:
+            return _skipped(source, err.problem)
+        return AttachmentResult(source.filename, AttachmentKind.IMAGE, image=image)
+    text, truncated = decode_text(data, limits.max_text_chars)
+    return AttachmentResult(
+        source.filename,
+        AttachmentKind.TEXT,
+        text=text,
+        problem="attachment.truncated" if truncated else None,
+    )
+
+
+def _skipped(source: AttachmentSource, problem: str) -> AttachmentResult:
+    return AttachmentResult(source.filename, AttachmentKind.SKIPPED, problem=problem)
+
+
+def bounded_size(width: int, height: int, max_tiles: int) -> tuple[int, int]:
+    """The size to send: OpenAI's own high-detail fit, then shrunk until tiles ≤ max_tiles.
+
+    Sending the already-fitted size changes nothing in what the model sees, but it makes
+    uploads small and the tile count (and the cost) known before the call.
+    """
+    w, h = float(width), float(height)
+    if w > 2048 or h > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    w_i, h_i = max(1, math.floor(w)), max(1, math.floor(h))
+    while math.ceil(w_i / TILE) * math.ceil(h_i / TILE) > max_tiles:
+        # Shrink the longer side to the next tile boundary below it, keeping the ratio.
+        longer = max(w_i, h_i)
+        target = (math.ceil(longer / TILE) - 1) * TILE
+        scale = target / longer
+        w_i, h_i = max(1, math.floor(w_i * scale)), max(1, math.floor(h_i * scale))
+    return w_i, h_i
+
+
+def prepare_image(data: bytes, max_tiles: int, detail: Detail, name: str = "") -> ImageInput:
+    """Check, orient, flatten and shrink one image; runs in a worker thread."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            fmt = (probe.format or "").lower()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise AttachmentError("attachment.bad_image") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise AttachmentError("attachment.image_too_large")
+    if fmt not in IMAGE_TYPES:
+        raise AttachmentError("attachment.bad_image")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)  # first frame of an animation
+            img.load()
+            frame = ImageOps.exif_transpose(img) or img
+            has_alpha = frame.mode in ("RGBA", "LA", "PA") or "transparency" in frame.info
+            frame = frame.convert("RGBA" if has_alpha else "RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        raise AttachmentError("attachment.bad_image") from None
+    if detail == "low":  # the model sees 512×512 at most: sending more is waste
+        scale = min(1.0, TILE / max(frame.size))
+        target = (max(1, math.floor(frame.width * scale)), max(1, math.floor(frame.height * scale)))
+    else:
+        target = bounded_size(frame.width, frame.height, max_tiles)
+    if target != frame.size:
+        frame = frame.resize(target, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if has_alpha:
+        frame.save(out, format="PNG", optimize=True)
+        mime = "image/png"
+    else:
+        # JPEG at high quality: screenshots stay legible and uploads stay small.
+        frame.save(out, format="JPEG", quality=90)
+        mime = "image/jpeg"
+    return ImageInput(
+        data=out.getvalue(),
+        mime=mime,
+        width=frame.width,
+        height=frame.height,
+        detail=detail,
+        name=name,
+    )
+
+
+def decode_text(data: bytes, max_chars: int) -> tuple[str, bool]:
+    """Decode a text file whatever its encoding (BOMs, UTF-16 without BOM, Latin-1)."""
+    text: str
+    if data.startswith(codecs.BOM_UTF8):
+        text = data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace")
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = data.decode("utf-16", errors="replace")
+    elif _looks_utf16(data):
+        even_zeros = data[0::2].count(0)
+        encoding = "utf-16-be" if even_zeros > data[1::2].count(0) else "utf-16-le"
+        text = data.decode(encoding, errors="replace")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", errors="replace")
+    text = text.replace("\r\n", "\n").replace("\x00", "")
+    if len(text) > max_chars:
+        return text[:max_chars], True
+    return text, False
+
+
+def _looks_utf16(data: bytes) -> bool:
+    sample = data[:4096]
+    return len(sample) >= 4 and sample.count(0) >= len(sample) // 4
