@@ -175,7 +175,9 @@ def prepare_image(data: bytes, max_tiles: int, detail: Detail, name: str = "") -
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
             fmt = (probe.format or "").lower()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise AttachmentError("attachment.image_too_large") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise AttachmentError("attachment.bad_image") from None
     if width * height > MAX_IMAGE_PIXELS:
         raise AttachmentError("attachment.image_too_large")
