@@ -1,0 +1,121 @@
+"""A Discord-compatible server on 127.0.0.1 that the real nextcord client talks to.
+
+Discord cannot be reached from tests (or from the offline demo), so this one aiohttp app
+serves the REST API under /api/v10, the gateway websocket at /gateway and attachment
+bytes at /attachments/{id}/{filename}. It keeps Discord's rules where a bot can get them
+wrong in production:
+
+- gateway: HELLO → IDENTIFY → READY + GUILD_CREATE; RESUME replays what the client
+  missed; dispatches are filtered by the identified intents (no GUILD_MEMBERS: only the
+  bot's member in GUILD_CREATE; no MESSAGE_CONTENT: empty content, embeds and
+  attachments in MESSAGE_CREATE unless the bot wrote or is mentioned in the message,
+  and in REST reads too when `privileged_intents` (the developer portal) lacks it);
+  asking for a privileged intent the portal does not allow closes with 4014;
+- the bot's own messages come back as MESSAGE_CREATE (a bot must ignore itself);
+- messages: 2000-character content, embed limits (title 256, description 4096, 25
+  fields, 6000 in all, 10 embeds) and empty messages answer Discord's 400s;
+  allowed_mentions decides who is listed in `mentions`;
+- interactions: acknowledge within 3 s and only once; follow-ups need an acknowledged
+  interaction; the first follow-up after a deferral fills the "thinking…" message and
+  keeps the deferral's ephemerality;
+- faults on demand (`fake.faults`): 429 with `Via`, 5xx, the forum starter-message race
+  (404 10008), and `drop_gateway(replay_last=N)` for duplicate deliveries.
+
+Example::
+
+    async with FakeDiscord() as fake:
+        guild = fake.create_guild("iBot test")
+        admin = fake.create_role(guild, "Admin", permissions=ADMINISTRATOR)
+        alice = fake.create_member(guild, "alice", roles=[admin])
+        forum = fake.create_forum(guild, "aide", tags=["python", "no-bot"])
+
+        nextcord.http.Route.BASE = fake.base_url      # restore it afterwards
+        bot = commands.Bot(intents=intents, guild_ready_timeout=0.05)
+        task = asyncio.create_task(bot.start("fake-token"))
+        ...                                            # wait for on_ready
+
+        shot = fake.add_attachment("trace.png", png_bytes)
+        thread = await fake.create_forum_thread(
+            forum, author=alice, title="Erreur", content="Ça plante", tags=["python"],
+            attachments=[shot],
+        )
+        reply = (await fake.wait_for(lambda: fake.messages_in(thread)))[0]
+        assert reply.allowed_mentions == {"parse": []}
+
+        handle = await fake.invoke_slash(guild, alice, thread, "ask-gpt",
+                                         {"question": "…", "private": True, "image": shot})
+        answer = await handle.wait_answer()
+        assert handle.deferred and answer.ephemeral
+
+`create_forum_thread` and the other actions return once the events were *sent*; the
+client may not have processed them yet, so wait for its event (or for an effect with
+``fake.wait_for``) before reading its cache.
+
+Public API (see each docstring):
+
+- lifecycle: ``FakeDiscord(token=None, bot_name="iBot", privileged_intents=…,
+  ack_window_s=3.0)``, ``start()``, ``stop()``, ``async with``; ``base_url``,
+  ``gateway_url``, ``http_url``, ``application_id``, ``bot_user``;
+- world: ``create_user``, ``create_guild``, ``create_role``, ``create_member``,
+  ``create_text_channel``, ``create_forum``, ``add_attachment``;
+- users' actions (async, return once the client was sent the events):
+  ``create_forum_thread``, ``post_message``, ``archive_thread``, ``invoke_slash`` (→
+  ``InteractionHandle``), ``dispatch``, ``drop_gateway``;
+- inspection: ``messages_in``, ``history``, ``sent_by_bot``, ``message``,
+  ``registered_commands``, ``interactions``, ``requests``, ``requests_to``,
+  ``unknown_routes``, ``identify_payloads``, ``resume_payloads``; ``wait_for``, ``flush``;
+- faults: ``fake.faults.rate_limit``, ``server_error``, ``error``,
+  ``starter_message_race``, ``clear``.
+"""
+
+from ibot.testing.fake_discord.constants import (
+    ADMINISTRATOR,
+    ALL_PERMISSIONS,
+    DEFAULT_BOT_PERMISSIONS,
+    DEFAULT_EVERYONE_PERMISSIONS,
+    MANAGE_MESSAGES,
+    MANAGE_THREADS,
+    SEND_MESSAGES,
+    VIEW_CHANNEL,
+    Intent,
+    MessageFlag,
+)
+from ibot.testing.fake_discord.faults import Fault, Faults
+from ibot.testing.fake_discord.interactions import InteractionHandle
+from ibot.testing.fake_discord.model import (
+    FakeChannel,
+    FakeGuild,
+    FakeMember,
+    FakeRole,
+    FakeUser,
+    StoredAttachment,
+    StoredMessage,
+)
+from ibot.testing.fake_discord.rest import RecordedRequest, Upload
+from ibot.testing.fake_discord.server import FakeDiscord
+
+__all__ = [
+    "ADMINISTRATOR",
+    "ALL_PERMISSIONS",
+    "DEFAULT_BOT_PERMISSIONS",
+    "DEFAULT_EVERYONE_PERMISSIONS",
+    "MANAGE_MESSAGES",
+    "MANAGE_THREADS",
+    "SEND_MESSAGES",
+    "VIEW_CHANNEL",
+    "FakeChannel",
+    "FakeDiscord",
+    "FakeGuild",
+    "FakeMember",
+    "FakeRole",
+    "FakeUser",
+    "Fault",
+    "Faults",
+    "Intent",
+    "InteractionHandle",
+    "MessageFlag",
+    "RecordedRequest",
+    "StoredAttachment",
+    "StoredMessage",
+    "Upload",
+]

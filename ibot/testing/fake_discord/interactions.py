@@ -1,0 +1,220 @@
+"""Slash-command interactions: the INTERACTION_CREATE payload and what the bot answered.
+
+Discord's rules the fake keeps, because a bot that breaks them fails in production:
+
+- the bot must acknowledge (callback) within `ack_window_s` (3 s) of the interaction,
+  else 404 Unknown interaction (10062), and only once, else 400 (40060);
+- follow-ups need an acknowledged interaction, else 404 Unknown Webhook (10015);
+- after a deferral (type 5) the first follow-up *fills* the "thinking…" message: it
+  becomes the original response and keeps the deferral's ephemerality, whatever flags
+  it asks for; later follow-ups are new messages with their own flags.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ibot.testing.fake_discord.constants import (
+    InteractionCallback,
+    MessageFlag,
+    OptionType,
+)
+from ibot.testing.fake_discord.model import (
+    FakeChannel,
+    FakeGuild,
+    FakeMember,
+    FakeRole,
+    FakeUser,
+    StoredAttachment,
+    StoredMessage,
+)
+
+if TYPE_CHECKING:
+    from ibot.testing.fake_discord.server import FakeDiscord
+
+Json = dict[str, Any]
+
+
+@dataclass(eq=False)
+class InteractionHandle:
+    """One slash invocation and everything the bot did about it.
+
+    `callbacks` are the raw POST /callback bodies; `original` the response message
+    (a loading placeholder after a deferral, until edited or filled by a follow-up);
+    `followups` every message created through POST /webhooks/{app}/{token}.
+    """
+
+    id: int
+    token: str
+    name: str
+    payload: Json
+    created_at: float
+    _fake: FakeDiscord = field(repr=False)
+    callbacks: list[Json] = field(default_factory=list)
+    original: StoredMessage | None = None
+    followups: list[StoredMessage] = field(default_factory=list)
+    rejected: list[tuple[str, int]] = field(default_factory=list)  # (what, Discord code)
+
+    @property
+    def acknowledged(self) -> bool:
+        return bool(self.callbacks)
+
+    @property
+    def deferred(self) -> bool:
+        first = self.callbacks[0]["type"] if self.callbacks else None
+        return first == InteractionCallback.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
+
+    @property
+    def ephemeral(self) -> bool:
+        """Whether the original response is visible only to the invoking user."""
+        return self.original is not None and self.original.ephemeral
+
+    @property
+    def messages(self) -> list[StoredMessage]:
+        """Original response then follow-ups, each once, in creation order."""
+        seen: dict[int, StoredMessage] = {}
+        for msg in [self.original, *self.followups]:
+            if msg is not None:
+                seen.setdefault(msg.id, msg)
+        return sorted(seen.values(), key=lambda m: m.id)
+
+    async def wait_acknowledged(self, timeout: float = 5.0) -> Json:  # noqa: ASYNC109
+        """The first callback body ({type, data}) once the bot sent it."""
+        await self._fake.wait_for(lambda: self.callbacks, timeout=timeout)
+        return self.callbacks[0]
+
+    async def wait_followups(
+        self,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> list[StoredMessage]:
+        await self._fake.wait_for(lambda: len(self.followups) >= count, timeout=timeout)
+        return list(self.followups)
+
+    async def wait_answer(self, timeout: float = 5.0) -> StoredMessage:  # noqa: ASYNC109
+        """The first message with something in it (not a bare "thinking…" placeholder)."""
+
+        def answered() -> StoredMessage | None:
+            return next((m for m in self.messages if not m.loading), None)
+
+        return await self._fake.wait_for(answered, timeout=timeout)
+
+
+def build_interaction(
+    fake: FakeDiscord,
+    guild: FakeGuild,
+    member: FakeMember,
+    channel: FakeChannel,
+    command: Json,
+    options: Mapping[str, Any],
+    locale: str,
+) -> InteractionHandle:
+    """An INTERACTION_CREATE (type 2) for `command` as registered, with `options` typed
+    by the command's own option definitions and attachments/users/roles/channels
+    carried in `data.resolved`, as Discord sends them.
+    """
+    interaction_id = fake._snowflakes.next()
+    token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
+    data_options, resolved = _encode_options(fake, guild, command, options)
+    data: Json = {
+        "id": command["id"],
+        "name": command["name"],
+        "type": command.get("type", 1),
+        "options": data_options,
+    }
+    if resolved:
+        data["resolved"] = resolved
+    if command.get("guild_id"):
+        data["guild_id"] = str(command["guild_id"])
+    bot_member = guild.members[fake.bot_user.id]
+    member_payload = member.payload()
+    member_payload["permissions"] = str(guild.permissions_of(member))
+    payload: Json = {
+        "id": str(interaction_id),
+        "application_id": str(fake.application_id),
+        "type": 2,
+        "data": data,
+        "guild_id": str(guild.id),
+        "channel_id": str(channel.id),
+        "channel": channel.payload(),
+        "member": member_payload,
+        "token": token,
+        "version": 1,
+        "app_permissions": str(guild.permissions_of(bot_member)),
+        "locale": locale,
+        "guild_locale": "fr",
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": str(guild.id)},
+        "context": 0,
+    }
+    return InteractionHandle(
+        id=interaction_id,
+        token=token,
+        name=command["name"],
+        payload=payload,
+        created_at=time.monotonic(),
+        _fake=fake,
+    )
+
+
+def _encode_options(
+    fake: FakeDiscord, guild: FakeGuild, command: Json, options: Mapping[str, Any]
+) -> tuple[list[Json], Json]:
+    definitions = {o["name"]: o for o in command.get("options", [])}
+    unknown = set(options) - set(definitions)
+    if unknown:
+        raise ValueError(f"/{command['name']} has no option(s) {sorted(unknown)}")
+    missing = [n for n, o in definitions.items() if o.get("required") and n not in options]
+    if missing:
+        raise ValueError(f"/{command['name']} needs option(s) {missing}")
+    encoded: list[Json] = []
+    resolved: Json = {}
+    for name, value in options.items():
+        kind = definitions[name]["type"]
+        encoded.append({"name": name, "type": kind, "value": _encode_value(kind, value)})
+        _resolve(fake, guild, kind, value, resolved)
+    return encoded, resolved
+
+
+def _encode_value(kind: int, value: Any) -> Any:
+    if kind in (
+        OptionType.ATTACHMENT,
+        OptionType.USER,
+        OptionType.CHANNEL,
+        OptionType.ROLE,
+        OptionType.MENTIONABLE,
+    ):
+        return str(getattr(value, "id", value))
+    if kind in (OptionType.SUB_COMMAND, OptionType.SUB_COMMAND_GROUP):
+        raise NotImplementedError("sub-commands are not supported by FakeDiscord.invoke_slash")
+    return value
+
+
+def _resolve(fake: FakeDiscord, guild: FakeGuild, kind: int, value: Any, resolved: Json) -> None:
+    """Fill `data.resolved` the way Discord does for object-typed options."""
+    if isinstance(value, StoredAttachment):
+        resolved.setdefault("attachments", {})[str(value.id)] = value.payload(ephemeral=True)
+    elif isinstance(value, FakeMember | FakeUser):
+        user = value.user if isinstance(value, FakeMember) else value
+        resolved.setdefault("users", {})[str(user.id)] = user.payload()
+        member = guild.members.get(user.id)
+        if member is not None:
+            member_payload = member.payload(with_user=False)
+            member_payload["permissions"] = str(guild.permissions_of(member))
+            resolved.setdefault("members", {})[str(user.id)] = member_payload
+    elif isinstance(value, FakeRole):
+        resolved.setdefault("roles", {})[str(value.id)] = value.payload()
+    elif isinstance(value, FakeChannel):
+        channel = value.payload()
+        channel["permissions"] = str(guild.permissions_of(guild.members[fake.bot_user.id]))
+        resolved.setdefault("channels", {})[str(value.id)] = channel
+    elif kind == OptionType.ATTACHMENT:
+        raise TypeError("an attachment option needs a StoredAttachment (fake.add_attachment)")
+
+
+def is_ephemeral(flags: int | None) -> bool:
+    return bool((flags or 0) & MessageFlag.EPHEMERAL)
