@@ -1,0 +1,248 @@
+"""The cost ledger: one row per model call, written by the gateway, read by reports.
+
+The gateway is the only writer (see ibot/llm/gateway.py), so the ledger is complete by
+construction. Money is integer micro-dollars; a call whose model has no known price is
+stored with cost_micros NULL and counted apart, never as free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ibot.db.models import LedgerRecord, utcnow
+from ibot.llm.types import Backend, CallStatus, ErrorKind, Feature, UsageSource
+
+NOTE_MAX = 255  # the column's length: PostgreSQL rejects a longer value outright
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerEntry:
+    """One model call as the gateway describes it, before it gets an id."""
+
+    feature: Feature | str
+    backend: Backend | str
+    model_requested: str
+    status: CallStatus | str
+    model: str | None = None  # the model that answered, which is what gets priced
+    guild_id: int | None = None
+    channel_id: int | None = None
+    thread_id: int | None = None
+    user_id: int | None = None
+    request_id: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    image_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int | None = None  # None: no known price (not zero)
+    latency_ms: int = 0
+    error_kind: ErrorKind | str | None = None
+    usage_source: UsageSource | str = UsageSource.MEASURED
+    attempts: int = 1
+    note: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        # A float cost would be stored as REAL by SQLite and summed with rounding errors.
+        cost = self.cost_micros
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int)):
+            raise TypeError(f"cost_micros must be an int or None, not {type(cost).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A stored ledger row. Enum-like columns are the stored strings (StrEnums compare
+    equal to them), so rows written by a newer version with new values still load."""
+
+    id: int
+    created_at: datetime  # aware, UTC
+    guild_id: int | None
+    channel_id: int | None
+    thread_id: int | None
+    user_id: int | None
+    feature: str
+    backend: str
+    model_requested: str
+    model: str | None
+    request_id: str | None
+    prompt_tokens: int
+    cached_tokens: int
+    image_tokens: int
+    completion_tokens: int
+    cost_micros: int | None
+    latency_ms: int
+    status: str
+    error_kind: str | None
+    usage_source: str
+    attempts: int
+    note: str | None
+
+    @classmethod
+    def from_record(cls, record: LedgerRecord) -> LedgerRow:
+        return cls(**{f.name: getattr(record, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    calls: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    image_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0  # sum of the known costs only
+    unknown_cost_calls: int = 0  # calls whose cost is unknown, left out of cost_micros
+
+
+def unknown_cost_count() -> ColumnElement[Any]:
+    """SQL for 'how many rows have no known price' (shared with the reports)."""
+    return func.coalesce(func.sum(case((LedgerRecord.cost_micros.is_(None), 1), else_=0)), 0)
+
+
+def known_cost_sum() -> ColumnElement[Any]:
+    return func.coalesce(func.sum(LedgerRecord.cost_micros), 0)
+
+
+def token_sum(column: Any) -> ColumnElement[Any]:
+    return func.coalesce(func.sum(column), 0)
+
+
+def where_period(
+    query: Select[Any],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    guild_id: int | None = None,
+) -> Select[Any]:
+    """Restrict to start <= created_at < end (either bound optional) and one guild."""
+    if start is not None:
+        query = query.where(LedgerRecord.created_at >= start)
+    if end is not None:
+        query = query.where(LedgerRecord.created_at < end)
+    if guild_id is not None:
+        query = query.where(LedgerRecord.guild_id == guild_id)
+    return query
+
+
+class Ledger:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def record(self, entry: LedgerEntry) -> int:
+        """Insert one row and commit it; returns its id.
+
+        Safe under many concurrent calls on SQLite: the engine sets WAL and a 5 s busy
+        timeout, and the transaction starts with its write, so a writer waits for the
+        lock instead of failing with 'database is locked'.
+        """
+        record = _to_record(entry)
+        async with self._sessionmaker() as session:
+            session.add(record)
+            await session.commit()
+            return record.id
+
+    async def rows(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        guild_id: int | None = None,
+        feature: Feature | str | None = None,
+        user_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[LedgerRow]:
+        """Rows with start <= created_at < end, in the order they were written."""
+        query = where_period(select(LedgerRecord), start=start, end=end, guild_id=guild_id)
+        if feature is not None:
+            query = query.where(LedgerRecord.feature == str(feature))
+        if user_id is not None:
+            query = query.where(LedgerRecord.user_id == user_id)
+        query = query.order_by(LedgerRecord.id)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._sessionmaker() as session:
+            records = (await session.scalars(query)).all()
+        return [LedgerRow.from_record(record) for record in records]
+
+    async def totals(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        guild_id: int | None = None,
+    ) -> Totals:
+        """Calls, tokens and known cost over a period, summed by the database."""
+        query = where_period(
+            select(
+                func.count(),
+                token_sum(LedgerRecord.prompt_tokens),
+                token_sum(LedgerRecord.cached_tokens),
+                token_sum(LedgerRecord.image_tokens),
+                token_sum(LedgerRecord.completion_tokens),
+                known_cost_sum(),
+                unknown_cost_count(),
+            ),
+            start=start,
+            end=end,
+            guild_id=guild_id,
+        )
+        async with self._sessionmaker() as session:
+            row = (await session.execute(query)).one()
+        # PostgreSQL sums BIGINT as NUMERIC (a Decimal here): back to exact ints.
+        return Totals(*(int(value) for value in row))
+
+    async def spent_micros(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        guild_id: int | None = None,
+        user_id: int | None = None,
+        features: Iterable[Feature | str] | None = None,
+    ) -> int:
+        """Known cost of the calls in [start, end), optionally for one guild, user or
+        set of features; unknown costs count as 0 here (they are not spent money we can
+        name, and refusing every call because of them would lock users out)."""
+        query = where_period(select(known_cost_sum()), start=start, end=end, guild_id=guild_id)
+        if user_id is not None:
+            query = query.where(LedgerRecord.user_id == user_id)
+        if features is not None:
+            wanted: Sequence[str] = sorted({str(f) for f in features})
+            if not wanted:
+                return 0
+            query = query.where(LedgerRecord.feature.in_(wanted))
+        async with self._sessionmaker() as session:
+            return int((await session.execute(query)).scalar_one())
+
+
+def _to_record(entry: LedgerEntry) -> LedgerRecord:
+    note = entry.note
+    if note is not None and len(note) > NOTE_MAX:
+        note = note[: NOTE_MAX - 1] + "…"
+    return LedgerRecord(
+        created_at=entry.created_at,
+        guild_id=entry.guild_id,
+        channel_id=entry.channel_id,
+        thread_id=entry.thread_id,
+        user_id=entry.user_id,
+        feature=str(entry.feature),
+        backend=str(entry.backend),
+        model_requested=entry.model_requested,
+        model=entry.model,
+        request_id=entry.request_id,
+        prompt_tokens=entry.prompt_tokens,
+        cached_tokens=entry.cached_tokens,
+        image_tokens=entry.image_tokens,
+        completion_tokens=entry.completion_tokens,
+        cost_micros=entry.cost_micros,
+        latency_ms=entry.latency_ms,
+        status=str(entry.status),
+        error_kind=None if entry.error_kind is None else str(entry.error_kind),
+        usage_source=str(entry.usage_source),
+        attempts=entry.attempts,
+        note=note,
+    )
