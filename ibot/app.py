@@ -7,7 +7,8 @@ Nothing here imports nextcord, torch or transformers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -16,6 +17,7 @@ from ibot.config import Settings
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
+from ibot.db.threads import ThreadStore
 from ibot.i18n import load_prompts
 from ibot.llm.gateway import Gateway
 from ibot.llm.openai_backend import OpenAIBackend
@@ -23,6 +25,10 @@ from ibot.llm.types import Feature
 from ibot.pricing import PriceTable
 from ibot.services.ask import AskService, FeatureConfig, PromptBuilder
 from ibot.services.attachments import AttachmentLimits
+from ibot.services.chat import ChatService
+from ibot.services.forum import ForumService
+from ibot.services.permissions import RolePolicy
+from ibot.services.summary import SummaryService
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Services:
     gateway: Gateway
     openai: OpenAIBackend | None
     prompts: PromptBuilder
+    # Identifies this process in forum claims: a claim by another run id is a dead process's.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def feature_config(self, feature: Feature) -> FeatureConfig:
         fs = self.settings.feature(feature)
@@ -63,6 +71,30 @@ class Services:
             self.prompts,
             self.feature_config(Feature.ASK),
             self.attachment_limits(Feature.ASK),
+        )
+
+    def forum_service(self) -> ForumService:
+        return ForumService(
+            self.gateway,
+            self.prompts,
+            self.feature_config(Feature.AUTO_REPLY),
+            ThreadStore(self.sessionmaker, self.run_id),
+            no_bot_tags=self.settings.discord.no_bot_tags,
+            attachment_limits=self.attachment_limits(Feature.AUTO_REPLY),
+        )
+
+    def chat_service(self) -> ChatService:
+        return ChatService(self.gateway, self.prompts, self.feature_config(Feature.CHAT))
+
+    def summary_service(self) -> SummaryService:
+        return SummaryService(self.gateway, self.prompts, self.feature_config(Feature.SUMMARY))
+
+    def role_policy(self) -> RolePolicy:
+        roles = self.settings.roles
+        return RolePolicy(
+            denied_ask=frozenset(roles.denied_ask),
+            moderators=frozenset(roles.moderators),
+            admins=frozenset(roles.admins),
         )
 
     async def aclose(self) -> None:

@@ -61,8 +61,9 @@ def test_bounded_size_keeps_tiles_within_the_limit(size, max_tiles):
 
 
 async def test_screenshot_is_shrunk_to_the_tile_budget():
-    result = await process_single(source("capture.png", encode(Image.new("RGB", (3840, 2160)))),
-                                  max_tiles=4)
+    result = await process_single(
+        source("capture.png", encode(Image.new("RGB", (3840, 2160)))), max_tiles=4
+    )
     assert result.kind is AttachmentKind.IMAGE
     image = result.image
     assert math.ceil(image.width / 512) * math.ceil(image.height / 512) <= 4
@@ -84,7 +85,7 @@ async def test_animated_gif_keeps_its_first_frame():
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
     result = await process_single(source("anim.gif", data))
     with Image.open(io.BytesIO(result.image.data)) as decoded:
-        red, green, blue = decoded.convert("RGB").getpixel((10, 10))
+        red, _green, blue = decoded.convert("RGB").getpixel((10, 10))
     assert red > 200 and blue < 50
 
 

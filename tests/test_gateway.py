@@ -76,9 +76,7 @@ def make_gateway(fake: FakeOpenAI, ledger: Ledger, sleeps: SleepRecorder, **back
 
 def question(text: str = "Comment installer Python ?", **kw) -> LLMRequest:
     messages = (ChatMessage("system", "Tu es un assistant."), ChatMessage("user", text))
-    return LLMRequest(
-        messages=messages, model="gpt-4o", max_output_tokens=200, context=CTX, **kw
-    )
+    return LLMRequest(messages=messages, model="gpt-4o", max_output_tokens=200, context=CTX, **kw)
 
 
 async def assert_ledger_matches_server(ledger: Ledger, fake: FakeOpenAI) -> None:
@@ -181,9 +179,7 @@ async def test_insufficient_quota_is_never_retried(fake, ledger, sleeps):
     assert (row.status, row.error_kind) == ("error", "insufficient_quota")
 
 
-@pytest.mark.parametrize(
-    ("status", "kind"), [(400, ErrorKind.BAD_REQUEST), (401, ErrorKind.AUTH)]
-)
+@pytest.mark.parametrize(("status", "kind"), [(400, ErrorKind.BAD_REQUEST), (401, ErrorKind.AUTH)])
 async def test_client_errors_are_not_retried(fake, ledger, sleeps, status, kind):
     fake.fail_with_status(status, times=5)
     gateway = make_gateway(fake, ledger, sleeps, max_retries=3)
@@ -240,9 +236,7 @@ async def test_mixed_outcomes_reconcile_with_the_server(fake, ledger, sleeps):
     prices = default_price_table()
     assert totals.cost_micros == sum(r.cost_micros for r in rows)
     assert totals.cost_micros == sum(
-        prices.cost_micros(
-            _usage_of(recorded), recorded.model
-        )
+        prices.cost_micros(_usage_of(recorded), recorded.model)
         for recorded in fake.requests
         if recorded.served
     )
@@ -267,8 +261,9 @@ def png(width: int, height: int) -> bytes:
 
 async def test_image_goes_inline_with_explicit_detail_and_exact_tokens(fake, ledger, sleeps):
     gateway = make_gateway(fake, ledger, sleeps)
-    image = ImageInput(data=png(1024, 1024), mime="image/png", width=1024, height=1024,
-                       detail="high")
+    image = ImageInput(
+        data=png(1024, 1024), mime="image/png", width=1024, height=1024, detail="high"
+    )
     request = LLMRequest(
         messages=(
             ChatMessage("system", "Tu es un assistant."),
@@ -376,3 +371,20 @@ async def test_ledger_failure_does_not_lose_the_answer(fake, sleeps, tmp_path):
     assert result.text
     failed = [entry for entry in logs if entry["event"] == "ledger_write_failed"]
     assert failed and failed[0]["completion_tokens"] == result.usage.completion_tokens
+
+
+async def test_model_call_log_line_has_the_standard_fields(fake, ledger, sleeps):
+    gateway = make_gateway(fake, ledger, sleeps)
+
+    with capture_logs() as logs:
+        result = await gateway.complete(question())
+
+    [line] = [entry for entry in logs if entry["event"] == "model_call"]
+    assert line["feature"] == "ask"
+    assert (line["guild_id"], line["channel_id"], line["user_id"]) == (1, 2, 3)
+    assert line["model"] == result.model
+    assert line["prompt_tokens"] == result.usage.prompt_tokens
+    assert line["completion_tokens"] == result.usage.completion_tokens
+    assert line["cost_micros"] == result.cost_micros
+    assert line["request_id"] == result.request_id
+    assert isinstance(line["latency_ms"], int)

@@ -322,12 +322,11 @@ class FakeOpenAI:
         record = RecordedRequest(
             body=body, status=0, had_authorization="Authorization" in request.headers
         )
-        try:
-            return await self._answer(request, body, record)
-        finally:
-            self.requests.append(record)
-            async with self._changed:
-                self._changed.notify_all()
+        # Recorded on arrival (a hanging request counts too), completed as it is answered.
+        self.requests.append(record)
+        async with self._changed:
+            self._changed.notify_all()
+        return await self._answer(request, body, record)
 
     async def _answer(
         self, request: web.Request, body: dict[str, Any], record: RecordedRequest

@@ -1,0 +1,124 @@
+"""/ask-gpt: any member (except denied roles) asks a question, with an optional image."""
+
+from __future__ import annotations
+
+import math
+
+import nextcord
+from nextcord import SlashOption
+from nextcord.ext import commands
+
+from cogs._render import (
+    NO_MENTIONS,
+    answer_embeds,
+    attachment_notes,
+    attachment_source,
+    cost_footer,
+    error_text,
+    member_facts,
+)
+from ibot.app import Services
+from ibot.i18n import t
+from ibot.llm.types import CallContext, Feature
+from ibot.services.ask import Answered, Failed, TooLong
+from ibot.services.cooldown import Cooldowns
+from ibot.services.permissions import Access
+
+
+class AskCog(commands.Cog):
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+        self.service = services.ask_service()
+        self.policy = services.role_policy()
+        self.lang = services.settings.prompts.language
+        self.cooldowns = Cooldowns(services.settings.discord.ask_cooldown_s)
+
+    @nextcord.slash_command(
+        name="ask-gpt",
+        description="Ask the assistant a question.",
+        description_localizations={nextcord.Locale.fr: "Pose une question à l'assistant."},
+        contexts=[nextcord.InteractionContextType.guild],
+    )
+    async def ask_gpt(
+        self,
+        interaction: nextcord.Interaction,
+        question: str = SlashOption(
+            description="Your question.",
+            description_localizations={nextcord.Locale.fr: "Ta question."},
+            max_length=4000,
+        ),
+        image: nextcord.Attachment | None = SlashOption(
+            description="A screenshot or a file.",
+            description_localizations={nextcord.Locale.fr: "Une capture ou un fichier."},
+            required=False,
+            default=None,
+        ),
+        private: bool = SlashOption(
+            description="Only you see the answer.",
+            description_localizations={nextcord.Locale.fr: "Toi seul vois la réponse."},
+            required=False,
+            default=False,
+        ),
+    ) -> None:
+        facts = member_facts(interaction.user, interaction.guild, interaction.permissions)
+        if not self.policy.allows(Access.ASK, facts):
+            await interaction.response.send_message(
+                t("ask.refused_role", self.lang), ephemeral=True
+            )
+            return
+        wait = self.cooldowns.try_acquire(interaction.user.id)
+        if wait > 0:
+            await interaction.response.send_message(
+                t("ask.cooldown", self.lang, seconds=math.ceil(wait)), ephemeral=True
+            )
+            return
+        await interaction.response.defer(ephemeral=private)
+        context = CallContext(
+            feature=Feature.ASK,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+        )
+        outcome = await self.service.ask(
+            question,
+            author=interaction.user.display_name,
+            context=context,
+            attachments=[attachment_source(image)] if image else [],
+        )
+        await self._reply(interaction, question, outcome, private)
+
+    async def _reply(
+        self, interaction: nextcord.Interaction, question: str, outcome, private: bool
+    ) -> None:
+        followup = interaction.followup
+        match outcome:
+            case Answered():
+                notes = attachment_notes(
+                    outcome.attachments,
+                    self.lang,
+                    self.services.settings.attachments.max_download_bytes,
+                )
+                text = outcome.text + (f"\n\n{notes}" if notes else "")
+                footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
+                for embeds in answer_embeds(text, title=f"❓ {question}", footer=footer):
+                    await followup.send(
+                        embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
+                    )
+            case Failed():
+                self.cooldowns.release(interaction.user.id)
+                await followup.send(
+                    error_text(outcome.kind, self.lang),
+                    ephemeral=True,
+                    allowed_mentions=NO_MENTIONS,
+                )
+            case TooLong():
+                self.cooldowns.release(interaction.user.id)
+                await followup.send(
+                    t("ask.too_long", self.lang, tokens=outcome.tokens, limit=outcome.limit),
+                    ephemeral=True,
+                )
+
+
+def setup(bot: commands.Bot, *, services: Services) -> None:
+    bot.add_cog(AskCog(bot, services))

@@ -1,0 +1,100 @@
+"""The chat channel(s): every member message gets an answer; forum follow-ups only when
+the bot is mentioned (and that option is on)."""
+
+from __future__ import annotations
+
+import nextcord
+from nextcord.ext import commands
+
+from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, error_text, member_facts
+from ibot.app import Services
+from ibot.llm.types import CallContext, Feature
+from ibot.services.ask import Answered, Failed
+from ibot.services.chat import Turn
+from ibot.services.permissions import Access
+
+FOLLOWUP_HISTORY = 30
+
+
+class ChatCog(commands.Cog):
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+        self.service = services.chat_service()
+        self.policy = services.role_policy()
+        settings = services.settings
+        self.chat_channels = set(settings.discord.gpt_channel_ids)
+        self.forum_ids = set(settings.discord.forum_channel_ids)
+        self.followups = settings.discord.answer_followups_when_mentioned
+        self.lang = settings.prompts.language
+        self.title = settings.prompts.bot_name
+
+    @commands.Cog.listener()
+    async def on_message(self, message: nextcord.Message) -> None:
+        if message.author.bot or message.guild is None or not message.content.strip():
+            return
+        channel = message.channel
+        in_chat = channel.id in self.chat_channels
+        followup = (
+            self.followups
+            and isinstance(channel, nextcord.Thread)
+            and channel.parent_id in self.forum_ids
+            and message.id != channel.id  # the starter is the auto-reply's job
+            and self.bot.user is not None
+            and self.bot.user.mentioned_in(message)
+            and not message.mention_everyone
+        )
+        if not (in_chat or followup):
+            return
+        if not self.policy.allows(Access.ASK, member_facts(message.author, message.guild)):
+            return  # denied roles are ignored silently in a public channel
+        history = await self._thread_history(message) if followup else None
+        context = CallContext(
+            feature=Feature.CHAT,
+            guild_id=message.guild.id,
+            channel_id=getattr(channel, "parent_id", None) or channel.id,
+            thread_id=channel.id if isinstance(channel, nextcord.Thread) else None,
+            user_id=message.author.id,
+        )
+        async with channel.typing():
+            outcome = await self.service.reply(
+                channel_id=channel.id,
+                message_id=message.id,
+                author=message.author.display_name,
+                content=message.clean_content,
+                context=context,
+                history=history,
+            )
+        match outcome:
+            case Answered():
+                footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
+                for index, embeds in enumerate(
+                    answer_embeds(outcome.text, title=self.title, footer=footer)
+                ):
+                    if index == 0:
+                        await message.reply(
+                            embeds=embeds, allowed_mentions=NO_MENTIONS, mention_author=False
+                        )
+                    else:
+                        await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+            case Failed():
+                await message.reply(
+                    error_text(outcome.kind, self.lang),
+                    allowed_mentions=NO_MENTIONS,
+                    mention_author=False,
+                )
+
+    async def _thread_history(self, message: nextcord.Message) -> list[Turn]:
+        turns = []
+        async for earlier in message.channel.history(limit=FOLLOWUP_HISTORY, before=message):
+            text = earlier.content or " ".join(e.description or "" for e in earlier.embeds)
+            if text.strip():
+                turns.append(
+                    Turn(earlier.author.display_name, text, earlier.author.id == self.bot.user.id)
+                )
+        turns.reverse()
+        return turns
+
+
+def setup(bot: commands.Bot, *, services: Services) -> None:
+    bot.add_cog(ChatCog(bot, services))

@@ -1,0 +1,77 @@
+"""The nextcord bot: the fewest intents, one extension per feature, services handed in.
+
+Services (gateway, ledger, prompts…) are built once by `ibot.app.build_services` and
+passed to each cog through `load_extension(name, extras=...)`, so no cog reaches for a
+global and tests build the same bot against the fake servers.
+"""
+
+from __future__ import annotations
+
+import nextcord
+import structlog
+from nextcord.ext import commands
+
+from ibot.app import Services
+from ibot.i18n import t
+
+log = structlog.get_logger("ibot.bot")
+
+EXTENSIONS = (
+    "cogs.forum_autoreply",
+    "cogs.ask",
+    "cogs.summary",
+    "cogs.chat",
+)
+
+
+def bot_intents() -> nextcord.Intents:
+    """Only what the features need.
+
+    guilds: channels, threads and roles (THREAD_CREATE comes with it);
+    guild_messages: MESSAGE_CREATE in the chat channel and forum threads;
+    message_content (privileged, enable it in the developer portal): the text of forum
+    posts and chat messages. No members intent: interactions carry the member.
+    """
+    intents = nextcord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    return intents
+
+
+class IBot(commands.Bot):
+    def __init__(self, services: Services, *, guild_ready_timeout: float = 2.0) -> None:
+        settings = services.settings
+        super().__init__(
+            intents=bot_intents(),
+            activity=nextcord.Game(name=settings.discord.presence),
+            default_guild_ids=list(settings.discord.guild_ids) or None,
+            allowed_mentions=nextcord.AllowedMentions.none(),
+            guild_ready_timeout=guild_ready_timeout,
+            help_command=None,
+        )
+        self.services = services
+        for name in EXTENSIONS:
+            self.load_extension(name, extras={"services": services})
+
+    async def on_application_command_error(
+        self, interaction: nextcord.Interaction, exception: Exception
+    ) -> None:
+        """The one global handler: full context in the log, a short private message to the user."""
+        command = interaction.application_command
+        log.error(
+            "command_failed",
+            command=getattr(command, "qualified_name", None),
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id if interaction.user else None,
+            exc_info=exception,
+        )
+        message = t("error.generic", self.services.settings.prompts.language)
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(message, ephemeral=True)
+            else:
+                await interaction.response.send_message(message, ephemeral=True)
+        except nextcord.HTTPException:
+            log.warning("command_error_reply_failed", exc_info=True)

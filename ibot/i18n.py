@@ -1,0 +1,261 @@
+"""Every sentence iBot says to a user, in French (the default) and English, and the prompts.
+
+Messages live here as code, not in files, so that a missing translation is a failing test
+rather than a blank message in production: `t` falls back from the asked language to
+French, and raises KeyError when neither has the key. French uses tutoiement, as on the
+French tech Discords iBot serves.
+
+An entry is either one template or a tuple of variants, most detailed first: `t` uses
+the first variant whose placeholders all received a non-empty value. That keeps
+"Le budget  est épuisé" (a blank where a name was expected) out of the chat when a caller
+does not know the budget's name or reset time yet.
+
+The model prompts (persona and templates) are TOML files in config/prompts/, one per
+language, so that a community can reword them without touching code; `load_prompts`
+checks that every template is there and uses only placeholders the services fill in.
+"""
+
+from __future__ import annotations
+
+import string
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_LANGUAGE = "fr"
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "config" / "prompts"
+
+Entry = str | tuple[str, ...]
+
+_FR: dict[str, Entry] = {
+    "cost_footer": "Total tokens : {tokens} | Coût : {cost} USD",
+    "local_footer": "Réponse du modèle local",
+    "answer_title": "Réponse de {bot_name}",
+    # One per ErrorKind (ibot/llm/types.py).
+    "error.rate_limit": "Trop de demandes en ce moment, réessaie dans une minute.",
+    "error.insufficient_quota": (
+        "Le crédit OpenAI du serveur est épuisé. Les admins sont prévenus ; réessaie plus tard."
+    ),
+    "error.server_error": (
+        "OpenAI a un souci de son côté en ce moment. Réessaie dans quelques minutes."
+    ),
+    "error.timeout": "OpenAI a mis trop de temps à répondre. Réessaie dans un instant.",
+    "error.connection": "Impossible de joindre OpenAI pour l'instant. Réessaie dans un moment.",
+    "error.bad_request": (
+        "Je n'ai pas pu traiter ta demande telle quelle (trop longue, ou une pièce jointe "
+        "refusée). Essaie de la raccourcir ou de la reformuler."
+    ),
+    "error.auth": "La clé OpenAI du bot est refusée. Préviens un admin.",
+    "error.budget": (
+        "Le budget {budget} est épuisé ; il se renouvelle {reset}.",
+        "Le budget {budget} est épuisé pour le moment.",
+        "Le budget IA est épuisé pour le moment. Réessaie plus tard.",
+    ),
+    "error.not_configured": (
+        "L'IA n'est pas configurée ici (ni clé OpenAI, ni modèle local). Préviens un admin."
+    ),
+    "error.cancelled": "La demande a été annulée avant la fin.",
+    "error.other": "Une erreur inattendue est survenue. Réessaie dans un instant.",
+    "error.generic": "Oups, quelque chose s'est mal passé de mon côté. Réessaie dans un instant.",
+    "budget.guild_daily": "quotidien du serveur",
+    "budget.guild_monthly": "mensuel du serveur",
+    "budget.user_daily": "quotidien par membre",
+    "ask.refused_role": "Désolé, ton rôle ne te permet pas d'utiliser /ask-gpt ici.",
+    "ask.cooldown": "Doucement ! Tu pourras reposer une question dans {seconds} s.",
+    "ask.too_long": (
+        "Ta question est trop longue ({tokens} tokens, maximum {limit}). "
+        "Raccourcis-la ou découpe-la en plusieurs questions."
+    ),
+    "summary.refused": "Seuls les modérateurs et les admins peuvent demander un résumé.",
+    "summary.too_few_messages": "Il n'y a pas assez de messages à résumer ici.",
+    "summary.title": "Résumé de #{channel} ({count} messages)",
+    "cost_report.refused": "Seuls les admins peuvent consulter le rapport des coûts.",
+    "attachment.not_read": (
+        "Je n'ai pas lu « {name} » : ce type de fichier n'est pas pris en charge."
+    ),
+    "attachment.too_big": (
+        "Je n'ai pas lu « {name} » : il dépasse la taille maximale ({limit}).",
+        "Je n'ai pas lu « {name} » : il est trop gros.",
+    ),
+    "attachment.bad_image": (
+        "Je n'ai pas pu ouvrir l'image « {name} » : elle semble abîmée ou dans un format "
+        "non pris en charge."
+    ),
+    "attachment.image_too_large": "L'image « {name} » est trop grande pour être analysée.",
+    "attachment.truncated": "« {name} » était trop long : je n'en ai lu que le début.",
+    "attachment.download_failed": "Je n'ai pas réussi à télécharger « {name} ».",
+    "attachment.empty": "« {name} » est vide, je n'ai rien pu en lire.",
+}
+
+_EN: dict[str, Entry] = {
+    "cost_footer": "Total tokens: {tokens} | Cost: {cost} USD",
+    "local_footer": "Answered by the local model",
+    "answer_title": "Answer from {bot_name}",
+    "error.rate_limit": "Too many requests right now, try again in a minute.",
+    "error.insufficient_quota": (
+        "The server's OpenAI credit is used up. The admins have been told; try again later."
+    ),
+    "error.server_error": "OpenAI is having trouble on its side. Try again in a few minutes.",
+    "error.timeout": "OpenAI took too long to answer. Try again in a moment.",
+    "error.connection": "OpenAI can't be reached right now. Try again in a moment.",
+    "error.bad_request": (
+        "I couldn't process your request as it is (too long, or an attachment was refused). "
+        "Try shortening or rephrasing it."
+    ),
+    "error.auth": "The bot's OpenAI key was refused. Please tell an admin.",
+    "error.budget": (
+        "The {budget} budget is spent; it renews {reset}.",
+        "The {budget} budget is spent for now.",
+        "The AI budget is spent for now. Try again later.",
+    ),
+    "error.not_configured": (
+        "AI is not configured here (no OpenAI key and no local model). Please tell an admin."
+    ),
+    "error.cancelled": "The request was cancelled before it finished.",
+    "error.other": "Something unexpected went wrong. Try again in a moment.",
+    "error.generic": "Oops, something went wrong on my side. Try again in a moment.",
+    "budget.guild_daily": "server's daily",
+    "budget.guild_monthly": "server's monthly",
+    "budget.user_daily": "per-member daily",
+    "ask.refused_role": "Sorry, your role doesn't allow you to use /ask-gpt here.",
+    "ask.cooldown": "Easy! You can ask another question in {seconds} s.",
+    "ask.too_long": (
+        "Your question is too long ({tokens} tokens, at most {limit}). "
+        "Shorten it or split it into several questions."
+    ),
+    "summary.refused": "Only moderators and admins can ask for a summary.",
+    "summary.too_few_messages": "There aren't enough messages to summarize here.",
+    "summary.title": "Summary of #{channel} ({count} messages)",
+    "cost_report.refused": "Only admins can see the cost report.",
+    "attachment.not_read": "I didn't read “{name}”: this file type isn't supported.",
+    "attachment.too_big": (
+        "I didn't read “{name}”: it is over the size limit ({limit}).",
+        "I didn't read “{name}”: it is too big.",
+    ),
+    "attachment.bad_image": (
+        "I couldn't open the image “{name}”: it looks damaged or its format isn't supported."
+    ),
+    "attachment.image_too_large": "The image “{name}” is too large to be analysed.",
+    "attachment.truncated": "“{name}” was too long: I only read its beginning.",
+    "attachment.download_failed": "I couldn't download “{name}”.",
+    "attachment.empty": "“{name}” is empty, there was nothing to read.",
+}
+
+CATALOGUE: dict[str, dict[str, Entry]] = {"fr": _FR, "en": _EN}
+
+_FORMATTER = string.Formatter()
+
+
+def available_languages() -> tuple[str, ...]:
+    """The languages with a message catalogue (and shipped prompts), the default first."""
+    return tuple(CATALOGUE)
+
+
+def normalize_language(lang: str | None) -> str:
+    """ "fr", "fr-FR", "EN_us" -> a catalogue language; anything else -> French."""
+    if not lang:
+        return DEFAULT_LANGUAGE
+    base = lang.strip().lower().replace("_", "-").split("-")[0]
+    return base if base in CATALOGUE else DEFAULT_LANGUAGE
+
+
+def placeholders(template: str) -> set[str]:
+    """The names between braces in a str.format template ("{a} {b!r}" -> {"a", "b"})."""
+    return {name for _, name, _, _ in _FORMATTER.parse(template) if name}
+
+
+def _entry(key: str, lang: str) -> Entry:
+    for language in (normalize_language(lang), DEFAULT_LANGUAGE):
+        entry = CATALOGUE[language].get(key)
+        if entry is not None:
+            return entry
+    raise KeyError(f"no message {key!r} in any language")
+
+
+def _choose(entry: Entry, params: Mapping[str, Any]) -> str:
+    if isinstance(entry, str):
+        return entry
+    for variant in entry[:-1]:
+        if all(params.get(name) not in (None, "") for name in placeholders(variant)):
+            return variant
+    return entry[-1]
+
+
+def t(key: str, lang: str = DEFAULT_LANGUAGE, **params: Any) -> str:
+    """The message `key` in `lang` (French when missing there), filled with `params`.
+
+    Extra params are ignored, so callers can pass the same set to a family of messages
+    (every error.* gets budget= and reset=); a placeholder with no param is a KeyError.
+    """
+    return _choose(_entry(key, lang), params).format(**params)
+
+
+# ---- prompts -----------------------------------------------------------------------------
+
+_COMMON = frozenset({"date", "bot_name"})  # PromptBuilder fills these in every template
+
+# key -> (placeholders it must contain, placeholders it may contain besides _COMMON)
+PROMPT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "persona": (frozenset(), frozenset()),
+    "auto_reply": (
+        frozenset({"content"}),
+        frozenset({"author", "title", "tags", "content"}),
+    ),
+    "ask": (frozenset({"question"}), frozenset({"author", "question"})),
+    "summary": (frozenset({"transcript"}), frozenset({"channel", "transcript"})),
+    "summary_chunk": (frozenset({"transcript"}), frozenset({"channel", "transcript"})),
+    "summary_combine": (frozenset({"transcript"}), frozenset({"channel", "transcript"})),
+    "chat": (frozenset(), frozenset()),
+}
+
+
+class PromptsError(ValueError):
+    """A prompts file is missing, unreadable, or lacks a template the services need."""
+
+
+def _check_template(key: str, template: object, where: Path) -> str:
+    if not isinstance(template, str) or not template.strip():
+        raise PromptsError(f"{where}: {key!r} must be a non-empty string")
+    template = template.strip()
+    try:
+        used = placeholders(template)
+    except ValueError as err:  # a lone { or }
+        raise PromptsError(f"{where}: {key!r}: {err} (write {{{{ and }}}} for braces)") from None
+    required, allowed = PROMPT_KEYS[key]
+    if missing := required - used:
+        raise PromptsError(f"{where}: {key!r} must contain {{{', '.join(sorted(missing))}}}")
+    if unknown := used - allowed - _COMMON:
+        known = ", ".join("{" + n + "}" for n in sorted(allowed | _COMMON))
+        raise PromptsError(
+            f"{where}: {key!r} uses {{{', '.join(sorted(unknown))}}}, which is never filled "
+            f"in; it may use {known}"
+        )
+    return template
+
+
+def load_prompts(lang: str, directory: str | Path | None = None) -> dict[str, str]:
+    """The persona and templates of `lang` from `directory`/<lang>.toml, checked.
+
+    `directory` defaults to the prompts shipped with iBot (config/prompts/). Keys other
+    than the known templates are kept, so a file may carry templates for later features.
+    """
+    folder = Path(directory) if directory is not None else PROMPTS_DIR
+    path = folder / f"{normalize_language(lang)}.toml"
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError:
+        raise PromptsError(f"{path}: prompts file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise PromptsError(f"{path}: invalid TOML: {err}") from None
+    prompts: dict[str, str] = {}
+    for key in PROMPT_KEYS:
+        if key not in data:
+            raise PromptsError(f"{path}: missing {key!r}")
+        prompts[key] = _check_template(key, data[key], path)
+    for key, value in data.items():
+        if key not in prompts and isinstance(value, str):
+            prompts[key] = value.strip()
+    return prompts

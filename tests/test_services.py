@@ -1,0 +1,176 @@
+"""Discord-free services: permissions, cooldowns, summaries within budget, thread claims."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ibot.db.engine import create_engine, make_sessionmaker
+from ibot.db.ledger import Ledger
+from ibot.db.migrate import upgrade
+from ibot.db.threads import ThreadState, ThreadStore
+from ibot.llm.gateway import Gateway
+from ibot.llm.openai_backend import OpenAIBackend
+from ibot.llm.types import CallContext, Feature
+from ibot.pricing import default_price_table
+from ibot.services.ask import FeatureConfig, PromptBuilder
+from ibot.services.chat import ChatService, Duplicate
+from ibot.services.cooldown import Cooldowns
+from ibot.services.permissions import Access, MemberFacts, RolePolicy
+from ibot.services.summary import (
+    HistoryMessage,
+    NothingToSummarize,
+    Summarized,
+    SummaryFailed,
+    SummaryService,
+)
+from ibot.testing.fake_openai import FakeOpenAI
+
+ADMIN, MOD, DENIED = 1, 2, 3
+POLICY = RolePolicy(
+    denied_ask=frozenset({DENIED}), moderators=frozenset({MOD}), admins=frozenset({ADMIN})
+)
+TEMPLATES = {
+    "persona": "Tu es un assistant.",
+    "summary": "Résume #{channel} :\n{transcript}",
+    "summary_chunk": "Résume ce morceau de #{channel} :\n{transcript}",
+    "summary_combine": "Combine ces résumés de #{channel} :\n{transcript}",
+    "chat": "Réponds brièvement.",
+}
+
+
+@pytest.mark.parametrize(
+    ("member", "ask", "summary", "admin"),
+    [
+        (MemberFacts.of([ADMIN]), True, True, True),
+        (MemberFacts.of([], administrator=True), True, True, True),
+        (MemberFacts.of([], is_owner=True), True, True, True),
+        (MemberFacts.of([MOD]), True, True, False),
+        (MemberFacts.of([], manage_messages=True), True, True, False),
+        (MemberFacts.of([MOD, DENIED]), True, True, False),
+        (MemberFacts.of([]), True, False, False),
+        (MemberFacts.of([DENIED]), False, False, False),
+    ],
+)
+def test_permission_matrix(member, ask, summary, admin):
+    assert POLICY.allows(Access.ASK, member) is ask
+    assert POLICY.allows(Access.SUMMARY, member) is summary
+    assert POLICY.allows(Access.ADMIN, member) is admin
+
+
+def test_cooldown_blocks_then_frees():
+    now = [100.0]
+    cooldowns = Cooldowns(30, clock=lambda: now[0])
+    assert cooldowns.try_acquire("alice") == 0
+    now[0] += 10
+    assert cooldowns.try_acquire("alice") == pytest.approx(20)
+    assert cooldowns.try_acquire("bob") == 0
+    now[0] += 21
+    assert cooldowns.try_acquire("alice") == 0
+    cooldowns.release("alice")
+    assert cooldowns.try_acquire("alice") == 0
+
+
+@pytest.fixture
+async def sessionmaker(tmp_path: Path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ibot.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def gateway(sessionmaker):
+    async with FakeOpenAI() as fake:
+        backend = OpenAIBackend(api_key="sk-test", base_url=fake.base_url, max_retries=0)
+        gw = Gateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
+        gw.fake = fake  # type: ignore[attr-defined]
+        yield gw
+        await backend.aclose()
+
+
+def history(count: int) -> list[HistoryMessage]:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    return [
+        HistoryMessage(
+            f"user{i % 7}",
+            f"Message {i} : une question sur asyncio et Discord.",
+            start + timedelta(minutes=i),
+        )
+        for i in range(count)
+    ]
+
+
+async def test_short_history_is_one_call(gateway):
+    service = SummaryService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, 8000)
+    )
+    outcome = await service.summarize(history(20), channel="aide")
+    assert isinstance(outcome, Summarized)
+    assert outcome.calls == 1 and outcome.messages == 20
+
+
+async def test_long_history_is_chunked_and_every_request_fits(gateway):
+    budget = 3000
+    service = SummaryService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, budget)
+    )
+    outcome = await service.summarize(history(1000), channel="aide")
+    assert isinstance(outcome, Summarized)
+    served = gateway.fake.requests
+    assert outcome.calls == len(served) > 2
+    assert all(r.prompt_tokens <= budget for r in served)
+    assert "Combine" in served[-1].body["messages"][-1]["content"]
+    assert outcome.cost_micros == sum(r.cost_micros for r in await gateway.ledger.rows())
+    # Every message was in some chunk: the first and the last one were both sent.
+    sent = " ".join(r.body["messages"][-1]["content"] for r in served)
+    assert "Message 0 :" in sent and "Message 999 :" in sent
+
+
+async def test_empty_history_and_failures(gateway):
+    service = SummaryService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, 8000)
+    )
+    assert isinstance(await service.summarize([], channel="x"), NothingToSummarize)
+    gateway.fake.fail_with_status(400)
+    outcome = await service.summarize(history(3), channel="x")
+    assert isinstance(outcome, SummaryFailed)
+
+
+async def test_chat_skips_replayed_messages_and_remembers(gateway):
+    service = ChatService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 100, 4000)
+    )
+    ctx = CallContext(feature=Feature.CHAT, channel_id=5)
+    await service.reply(
+        channel_id=5, message_id=1, author="alice", content="Je suis Alice.", context=ctx
+    )
+    assert isinstance(
+        await service.reply(
+            channel_id=5, message_id=1, author="alice", content="Je suis Alice.", context=ctx
+        ),
+        Duplicate,
+    )
+    await service.reply(
+        channel_id=5, message_id=2, author="alice", content="Qui suis-je ?", context=ctx
+    )
+    last = gateway.fake.requests[-1].body["messages"]
+    assert len(gateway.fake.requests) == 2
+    assert any("Je suis Alice." in m["content"] for m in last)
+
+
+async def test_thread_claims_are_exclusive_and_survive_a_dead_owner(sessionmaker):
+    first = ThreadStore(sessionmaker, owner="run-1")
+    second = ThreadStore(sessionmaker, owner="run-2")
+    assert await first.claim(42, guild_id=1, forum_id=2)
+    assert not await first.claim(42, guild_id=1, forum_id=2)
+    assert not await second.claim(42, guild_id=1, forum_id=2)
+    # run-1 died before answering: run-2 may take the claim over, once.
+    assert await second.take_over(42)
+    assert not await second.take_over(42)
+    await second.finish(42, ThreadState.ANSWERED, message_id=7)
+    assert (await first.states([42, 43])) == {42: (ThreadState.ANSWERED, "run-2")}
+    assert not await first.take_over(42)
