@@ -7,11 +7,17 @@ global and tests build the same bot against the fake servers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import sys
+
 import nextcord
 import structlog
 from nextcord.ext import commands
 
 from ibot.app import Services
+from ibot.config import Settings
 from ibot.i18n import t
 
 log = structlog.get_logger("ibot.bot")
@@ -75,3 +81,37 @@ class IBot(commands.Bot):
                 await interaction.response.send_message(message, ephemeral=True)
         except nextcord.HTTPException:
             log.warning("command_error_reply_failed", exc_info=True)
+
+
+async def run_bot(settings: Settings) -> int:
+    """Run the bot until SIGINT/SIGTERM; returns the process exit code.
+
+    Start-up problems a deployer can fix get one clear line instead of a traceback.
+    """
+    from ibot.app import build_services
+
+    assert settings.discord_token is not None
+    services = await build_services(settings)
+    bot = IBot(services)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
+            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+    try:
+        await bot.start(settings.discord_token.get_secret_value())
+    except nextcord.LoginFailure:
+        log.error("discord_login_failed", hint="check BOT_TOKEN")
+        print("error: Discord refused the bot token (BOT_TOKEN).", file=sys.stderr)
+        return 1
+    except nextcord.PrivilegedIntentsRequired:
+        print(
+            "error: enable the Message Content intent for this bot in the Discord developer "
+            "portal (Bot → Privileged Gateway Intents).",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if not bot.is_closed():
+            await bot.close()
+        await services.aclose()
+    return 0

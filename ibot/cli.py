@@ -116,7 +116,7 @@ async def _ask(settings: Settings, question: str, paths: list[Path], author: str
                     result.problem,
                     lang,
                     name=result.name,
-                    limit=settings.attachments.max_download_bytes,
+                    limit=f"{settings.attachments.max_download_bytes // (1024 * 1024)} MB",
                 ),
                 err=True,
             )
@@ -166,11 +166,9 @@ def run(config: ConfigOption = None) -> None:
         from ibot.demo import run_demo
 
         raise typer.Exit(_run(run_demo(settings, echo=typer.echo)))
-    typer.echo(
-        "error: the Discord layer is not part of this build yet; use `ibot ask` or `ibot demo`.",
-        err=True,
-    )
-    raise typer.Exit(1)
+    from ibot.bot import run_bot
+
+    raise typer.Exit(_run(run_bot(settings)))
 
 
 @db_app.command("upgrade")
