@@ -22,6 +22,9 @@ from ibot.i18n import t
 
 log = structlog.get_logger("ibot.bot")
 
+# iBot never joins voice: nextcord's start-up warning about PyNaCl is noise.
+nextcord.VoiceClient.warn_nacl = False
+
 EXTENSIONS = (
     "cogs.forum_autoreply",
     "cogs.ask",

@@ -152,8 +152,11 @@ async def _ask(settings: Settings, question: str, paths: list[Path], author: str
 def demo(config: ConfigOption = None) -> None:
     """Play the offline demo against the fake OpenAI server and print what users would see."""
     from ibot.demo import run_demo
+    from ibot.logging import configure_logging
 
     settings = _settings(config)
+    # The transcript is the point: only warnings and errors go to the log.
+    configure_logging(settings.logging.format, "WARNING", secrets=settings.secret_values())
     raise typer.Exit(_run(run_demo(settings, echo=typer.echo)))
 
 

@@ -1,10 +1,11 @@
-"""The offline demo: iBot's real pipeline against the fake OpenAI server, no credentials.
+"""The offline demo: the real bot on a Discord and an OpenAI of our own, no credentials.
 
-It starts the OpenAI-compatible fake on 127.0.0.1, points the real `AsyncOpenAI` client
-at it, asks questions through the same services the Discord commands use (one with a
-screenshot and a log file attached), and prints what a user would see, then the cost
-report computed from the ledger. Everything runs in a temporary directory, so a demo
-never mixes with a real ledger.
+It starts the Discord-compatible fake and the OpenAI-compatible fake on 127.0.0.1, runs
+the actual bot (real nextcord client, real `AsyncOpenAI` client, gateway, ledger) and
+plays a scene: a forum thread with a screenshot and a log file, an /ask-gpt, a /summary
+by a moderator, a /summary refused to a member, and two messages in the chat channel.
+It prints what the users would see, then the cost report computed from the ledger.
+Everything lives in a temporary directory, so a demo never touches a real ledger.
 """
 
 from __future__ import annotations
@@ -13,16 +14,12 @@ import io
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
-from pydantic import SecretStr
 
 from ibot.config import Settings
-from ibot.services.attachments import AttachmentSource
 
-DEMO_QUESTION = (
-    "Pourquoi mon script Python plante avec « ModuleNotFoundError: No module named 'requests' » ?"
-)
 DEMO_LOG = (
     "Traceback (most recent call last):\n"
     '  File "bot.py", line 1, in <module>\n'
@@ -30,9 +27,39 @@ DEMO_LOG = (
     "ModuleNotFoundError: No module named 'requests'\n"
 )
 
+ANSWERS = {
+    "thread": (
+        "Salut Alice ! L'erreur vient de là : **le paquet `requests` n'est pas installé** "
+        "dans l'environnement qui lance ton bot.\n\n"
+        "1. Active ton environnement virtuel : `source .venv/bin/activate`\n"
+        "2. Installe le paquet : **`pip install requests`**\n"
+        "3. Relance : `python bot.py`\n\n"
+        "Sur ta capture, on voit que tu lances `python3` du système : vérifie avec "
+        "`which python` que c'est bien celui du venv."
+    ),
+    "ask": (
+        "Pour créer un environnement virtuel avec Python 3.12 :\n"
+        "```sh\npython3.12 -m venv .venv\nsource .venv/bin/activate\n```\n"
+        "Ensuite **chaque `pip install` reste dans ce dossier**, sans toucher au système."
+    ),
+    "summary": (
+        "**Sujet** : un bot qui ne démarre pas (`ModuleNotFoundError: requests`).\n"
+        "**Points clés** : il manquait `requests` dans le venv ; Bob conseille `pip install "
+        "-r requirements.txt`.\n"
+        "**Questions ouvertes** : faut-il épingler les versions ?\n"
+        "**Qui a demandé quoi** : Alice — l'erreur au démarrage ; Bob — la version de Python."
+    ),
+    "chat1": "Bonjour Alice ! Je suis là pour t'aider. **Pose ta question** quand tu veux.",
+    "chat2": (
+        "Une **coroutine** est une fonction déclarée avec `async def` : l'appeler ne "
+        "l'exécute pas, il faut l'**attendre** avec `await` (ou la planifier avec "
+        "`asyncio.create_task`)."
+    ),
+}
+
 
 def demo_screenshot() -> bytes:
-    """A small synthetic 'terminal screenshot' (no binary assets in the repo)."""
+    """A synthetic 'terminal screenshot' (no binary assets in the repository)."""
     img = Image.new("RGB", (1280, 720), (30, 30, 30))
     draw = ImageDraw.Draw(img)
     for row, line in enumerate(DEMO_LOG.splitlines()):
@@ -42,72 +69,106 @@ def demo_screenshot() -> bytes:
     return out.getvalue()
 
 
-def _source(name: str, data: bytes, content_type: str) -> AttachmentSource:
-    async def read() -> bytes:
-        return data
-
-    return AttachmentSource(filename=name, size=len(data), content_type=content_type, read=read)
+def _embeds_text(message: Any) -> list[str]:
+    lines: list[str] = []
+    for embed in message.embeds:
+        if embed.get("title"):
+            lines.append(f"**{embed['title']}**")
+        lines.extend(embed.get("description", "").splitlines())
+        if embed.get("footer"):
+            lines.append(f"— {embed['footer']['text']}")
+    if message.content:
+        lines.extend(message.content.splitlines())
+    return lines
 
 
 async def run_demo(settings: Settings, echo: Callable[[str], None] = print) -> int:
     """Play the scene and print it; returns the process exit code."""
-    from ibot.app import build_services
-    from ibot.i18n import t
-    from ibot.pricing import format_usd
     from ibot.services import reports
-    from ibot.services.ask import Answered
-    from ibot.testing.fake_openai import FakeOpenAI
+    from ibot.testing.harness import Harness
 
-    lang = settings.prompts.language
+    del settings  # the demo builds its own settings around the fake servers
+
+    def show(who: str, lines: list[str]) -> None:
+        echo(f"  [{who}] {lines[0] if lines else ''}")
+        for line in lines[1:]:
+            echo(f"  {' ' * (len(who) + 2)} {line}")
+
     with tempfile.TemporaryDirectory(prefix="ibot-demo-") as tmp:
-        async with FakeOpenAI() as fake:
-            demo_settings = settings.model_copy(
-                update={
-                    "openai_api_key": SecretStr("sk-demo-not-a-real-key"),
-                    "openai_base_url": fake.base_url,
-                    "database_url": f"sqlite+aiosqlite:///{Path(tmp) / 'demo.db'}",
-                }
+        async with Harness(Path(tmp)) as harness:
+            world, discord, openai = harness.world, harness.discord, harness.openai
+            assert world is not None and harness.services is not None
+            echo("== iBot demo: the real bot against a local Discord and a local OpenAI ==\n")
+
+            echo(f"#{world.forum.name} — alice opens a thread (tags: python, débutant)")
+            openai.script(ANSWERS["thread"])
+            shot = discord.add_attachment("erreur.png", demo_screenshot(), "image/png")
+            log = discord.add_attachment("bot.log", DEMO_LOG.encode(), "text/plain")
+            thread = await discord.create_forum_thread(
+                world.forum,
+                author=world.member,
+                title="Mon bot ne démarre pas",
+                content="Salut ! Mon bot plante au démarrage, voici la capture et le log.",
+                tags=["python", "débutant"],
+                attachments=[shot, log],
             )
-            services = await build_services(demo_settings)
-            try:
-                echo(f"== iBot demo (offline: fake OpenAI at {fake.base_url}) ==\n")
-                scenes = [
-                    (
-                        "alice",
-                        DEMO_QUESTION,
-                        [
-                            _source("erreur.png", demo_screenshot(), "image/png"),
-                            _source("bot.log", DEMO_LOG.encode(), "text/plain"),
-                        ],
-                    ),
-                    ("bob", "Comment je crée un environnement virtuel avec Python 3.12 ?", []),
-                ]
-                for author, question, attachments in scenes:
-                    echo(f"[{author}] /ask-gpt {question}")
-                    for attachment in attachments:
-                        echo(f"    (pièce jointe : {attachment.filename})")
-                    outcome = await services.ask_service().ask(
-                        question, author=author, attachments=attachments
-                    )
-                    if not isinstance(outcome, Answered):
-                        echo(f"  !! {outcome}")
-                        return 1
-                    echo(f"[iBot] {outcome.text}")
-                    echo(
-                        "       "
-                        + t(
-                            "cost_footer",
-                            lang,
-                            tokens=outcome.usage.total_tokens,
-                            cost=format_usd(outcome.cost_micros),
-                        )
-                    )
-                    echo("")
-                report = await reports.cost_report(
-                    services.sessionmaker, reports.parse_period("today"), reports.GroupBy.model
+            show("alice", ["Mon bot ne démarre pas", "(pièces jointes : erreur.png, bot.log)"])
+            [answer] = await discord.wait_for(lambda: discord.messages_in(thread), timeout=30)
+            show("iBot", _embeds_text(answer))
+            echo("")
+
+            await discord.post_message(thread, world.member, "Merci ! C'était bien ça.")
+            bob = discord.create_member(world.guild, "bob")
+            await discord.post_message(thread, bob, "Pense aussi à un requirements.txt.")
+
+            echo(f"#{world.text.name} — alice: /ask-gpt")
+            openai.script(ANSWERS["ask"])
+            question = "Comment je crée un venv avec Python 3.12 ?"
+            handle = await discord.invoke_slash(
+                world.guild, world.member, world.text, "ask-gpt", {"question": question}
+            )
+            show("alice", [f"/ask-gpt question: {question}"])
+            show("iBot", _embeds_text(await handle.wait_answer(timeout=30)))
+            echo("")
+
+            echo(f"thread « {thread.name} » — modo: /summary")
+            openai.script(ANSWERS["summary"])
+            handle = await discord.invoke_slash(
+                world.guild, world.moderator, thread, "summary", {"messages": 50}
+            )
+            show("modo", ["/summary messages: 50"])
+            show("iBot", _embeds_text(await handle.wait_answer(timeout=30)))
+            echo("")
+
+            echo(f"thread « {thread.name} » — alice (member): /summary")
+            handle = await discord.invoke_slash(world.guild, world.member, thread, "summary", {})
+            show("alice", ["/summary"])
+            refusal = await handle.wait_answer(timeout=30)
+            show("iBot (only alice sees this)", _embeds_text(refusal))
+            echo("")
+
+            echo(f"#{world.chat.name} — chat")
+            for text, key in (("Salut le bot !", "chat1"), ("C'est quoi une coroutine ?", "chat2")):
+                openai.script(ANSWERS[key])
+                before = len(discord.messages_in(world.chat))
+                await discord.post_message(world.chat, world.member, text)
+                show("alice", [text])
+                replies = await discord.wait_for(
+                    lambda b=before: discord.messages_in(world.chat)[b:], timeout=30
                 )
-                echo("== ibot costs report --period today --group-by model ==")
-                echo(reports.render_table(report))
-            finally:
-                await services.aclose()
+                show("iBot", _embeds_text(replies[0]))
+            echo("")
+
+            report = await reports.cost_report(
+                harness.services.sessionmaker,
+                reports.parse_period("today"),
+                reports.GroupBy.feature,
+            )
+            echo("== ibot costs report --period today --group-by feature ==")
+            echo(reports.render_table(report))
+            served = openai.served_usage()
+            echo(
+                f"(the fake OpenAI server billed {served.requests} requests, "
+                f"{served.prompt_tokens} prompt + {served.completion_tokens} completion tokens)"
+            )
     return 0

@@ -146,8 +146,15 @@ async def test_help_does_not_import_torch_or_transformers():
 
 
 @pytest.mark.slow
-async def test_demo_plays_without_credentials(tmp_path):
-    code, out, err = await run_cli("demo", env={"IBOT_LOGGING__FORMAT": "json"})
+async def test_run_without_a_token_says_so_and_plays_the_demo():
+    code, out, err = await run_cli("run", env={"IBOT_LOGGING__FORMAT": "json"})
     assert code == 0, err
-    assert "[iBot]" in out
-    assert "TOTAL" in out
+    assert out.splitlines()[0].startswith("No Discord token configured")
+    # The scene: forum answer with its cost, /ask-gpt, /summary, refusal, chat, report.
+    assert "(pièces jointes : erreur.png, bot.log)" in out
+    assert out.count("Coût :") == 5
+    assert "Seuls les modérateurs" in out
+    assert "C'est quoi une coroutine ?" in out
+    total = [line for line in out.splitlines() if line.startswith("TOTAL")]
+    assert total and total[0].split()[1] == "5"
+    assert "Traceback" not in err
