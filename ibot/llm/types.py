@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -158,6 +159,9 @@ class BackendResponse:
     finish_reason: str | None = None
     rate_limits: RateLimitInfo | None = None
     attempts: int = 1
+    # Set by backends that price themselves (the local model: GPU time × price per hour);
+    # None: the gateway prices the usage with the price table.
+    cost_micros: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +214,20 @@ class BackendError(Exception):
 class LLMCallError(Exception):
     """Raised by the gateway when no answer could be produced; its ledger row is written."""
 
-    def __init__(self, kind: ErrorKind, message: str, *, ledger_id: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        ledger_id: int | None = None,
+        budget: str | None = None,
+        resets_at: datetime | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.ledger_id = ledger_id
+        # For ErrorKind.BUDGET: which cap is spent ("guild_daily"…) and when it frees up,
+        # so that the user is told both.
+        self.budget = budget
+        self.resets_at = resets_at
