@@ -24,6 +24,7 @@ from pathlib import PurePath
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ibot.llm.types import Detail, ImageInput
+from ibot.pricing import fit_image
 
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
@@ -152,14 +153,7 @@ def bounded_size(width: int, height: int, max_tiles: int) -> tuple[int, int]:
     Sending the already-fitted size changes nothing in what the model sees, but it makes
     uploads small and the tile count (and the cost) known before the call.
     """
-    w, h = float(width), float(height)
-    if w > 2048 or h > 2048:
-        scale = 2048 / max(w, h)
-        w, h = w * scale, h * scale
-    if min(w, h) > 768:
-        scale = 768 / min(w, h)
-        w, h = w * scale, h * scale
-    w_i, h_i = max(1, math.floor(w)), max(1, math.floor(h))
+    w_i, h_i = fit_image(width, height, "high")
     while math.ceil(w_i / TILE) * math.ceil(h_i / TILE) > max_tiles:
         # Shrink the longer side to the next tile boundary below it, keeping the ratio.
         longer = max(w_i, h_i)

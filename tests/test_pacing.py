@@ -1,0 +1,129 @@
+"""The pacer: interactive calls first, never past the rate limits it knows of."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ibot.llm.pacing import Pacer
+from ibot.llm.types import Feature, RateLimitInfo
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def settle() -> None:
+    """Let every ready task run (no wall-clock waiting)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_interactive_calls_overtake_waiting_auto_replies():
+    pacer = Pacer(max_concurrency=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def call(name: str, feature: Feature) -> None:
+        async with pacer.slot(feature, 10):
+            order.append(name)
+            if name == "first":
+                await release.wait()
+
+    first = asyncio.create_task(call("first", Feature.AUTO_REPLY))
+    await settle()
+    waiting = [
+        asyncio.create_task(call("forum-1", Feature.AUTO_REPLY)),
+        asyncio.create_task(call("forum-2", Feature.AUTO_REPLY)),
+    ]
+    await settle()
+    waiting.append(asyncio.create_task(call("ask", Feature.ASK)))
+    await settle()
+    assert pacer.stats().depth == 3
+    assert pacer.stats().depth_by_priority == {"interactive": 1, "background": 2}
+    release.set()
+    await asyncio.gather(first, *waiting)
+    assert order == ["first", "ask", "forum-1", "forum-2"]
+    await pacer.aclose()
+
+
+async def test_token_bucket_holds_calls_until_it_refills():
+    clock = Clock()
+    pacer = Pacer(max_concurrency=100, clock=clock, tokens_per_minute=6000)  # 100 tokens/s
+    granted: list[int] = []
+
+    async def call(i: int) -> None:
+        async with pacer.slot(Feature.ASK, 2000):
+            granted.append(i)
+
+    tasks = [asyncio.create_task(call(i)) for i in range(5)]
+    await settle()
+    assert granted == [0, 1, 2]  # 6000 tokens: three calls of 2000
+    clock.now += 10  # 1000 tokens refilled: not enough for a call of 2000
+    pacer.poke()
+    await settle()
+    assert granted == [0, 1, 2]
+    clock.now += 10
+    pacer.poke()
+    await settle()
+    assert granted == [0, 1, 2, 3]
+    clock.now += 20
+    pacer.poke()
+    await asyncio.gather(*tasks)
+    assert granted == [0, 1, 2, 3, 4]
+    await pacer.aclose()
+
+
+async def test_headers_that_say_less_is_left_are_followed():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    # No limits known yet: calls go at once.
+    async with pacer.slot(Feature.ASK, 500):
+        pass
+    pacer.observe(
+        RateLimitInfo(
+            limit_requests=60, remaining_requests=0, limit_tokens=10_000, remaining_tokens=10_000
+        )
+    )
+    done = asyncio.Event()
+
+    async def call() -> None:
+        async with pacer.slot(Feature.ASK, 500):
+            done.set()
+
+    task = asyncio.create_task(call())
+    await settle()
+    assert not done.is_set()  # no request left in this minute
+    clock.now += 1.0  # 60 per minute: one request back after a second
+    pacer.poke()
+    await task
+    assert pacer.stats().depth == 0
+    await pacer.aclose()
+
+
+async def test_cancelled_waiter_leaves_the_queue():
+    pacer = Pacer(max_concurrency=1)
+    hold = asyncio.Event()
+
+    async def blocker() -> None:
+        async with pacer.slot(Feature.ASK, 1):
+            await hold.wait()
+
+    first = asyncio.create_task(blocker())
+    await settle()
+    cancelled = asyncio.create_task(blocker())
+    await settle()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    hold.set()
+    await first
+    assert pacer.stats().depth == 0 and pacer.stats().in_flight == 0
+    async with pacer.slot(Feature.ASK, 1):
+        assert pacer.stats().in_flight == 1
+    await pacer.aclose()
