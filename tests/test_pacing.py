@@ -127,3 +127,31 @@ async def test_cancelled_waiter_leaves_the_queue():
     async with pacer.slot(Feature.ASK, 1):
         assert pacer.stats().in_flight == 1
     await pacer.aclose()
+
+
+async def test_refill_rate_is_learned_from_the_reset_header():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    # 6000 tokens a "minute" that refills in 6 s: 1000 tokens per second, not 100.
+    pacer.observe(
+        RateLimitInfo(
+            limit_tokens=6000,
+            remaining_tokens=0,
+            reset_tokens_s=6.0,
+            limit_requests=1000,
+            remaining_requests=1000,
+        )
+    )
+    done = asyncio.Event()
+
+    async def call() -> None:
+        async with pacer.slot(Feature.ASK, 2000):
+            done.set()
+
+    task = asyncio.create_task(call())
+    await settle()
+    assert not done.is_set()
+    clock.now += 2.0  # 2000 tokens back at 1000/s
+    pacer.poke()
+    await task
+    await pacer.aclose()

@@ -43,14 +43,20 @@ class _Bucket:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self.limit: float | None = None
+        self.rate: float | None = None  # refill per second; limit/60 until headers say
         self.level = 0.0
         self._at = clock()
         self._observed = False
 
+    @property
+    def _rate(self) -> float:
+        assert self.limit is not None
+        return self.rate if self.rate else self.limit / 60.0
+
     def _refill(self) -> None:
         now = self._clock()
         if self.limit is not None:
-            self.level = min(self.limit, self.level + (now - self._at) * self.limit / 60.0)
+            self.level = min(self.limit, self.level + (now - self._at) * self._rate)
         self._at = now
 
     def wait_for(self, amount: float) -> float:
@@ -61,7 +67,7 @@ class _Bucket:
         need = min(amount, self.limit)  # a call larger than the bucket waits for a full one
         if self.level >= need:
             return 0.0
-        return (need - self.level) * 60.0 / self.limit
+        return (need - self.level) / self._rate
 
     def take(self, amount: float) -> None:
         self._refill()
@@ -70,17 +76,20 @@ class _Bucket:
     def configure(self, per_minute: int) -> None:
         self.limit = self.level = float(per_minute)
 
-    def observe(self, limit: int | None, remaining: int | None) -> None:
+    def observe(self, limit: int | None, remaining: int | None, reset_s: float | None) -> None:
         """Adopt the server's view when it is the stricter one.
 
         Our level is charged when a call is sent; the server's `remaining` misses the
         calls still on their way to it, so it can only be more generous than the truth,
-        never stricter: take the lower of the two. The first answer sets the limit.
+        never stricter: take the lower of the two. The first answer sets the limit, and
+        `reset` (time until the bucket is full again) gives the refill rate.
         """
         if limit is None or remaining is None:
             return
         self._refill()
         self.limit = float(limit)
+        if reset_s and reset_s > 0 and remaining < limit:
+            self.rate = (limit - remaining) / reset_s
         server = float(remaining)
         self.level = min(self.level, server) if self._observed else server
         self._observed = True
@@ -144,8 +153,8 @@ class Pacer:
         """Feed the rate-limit headers of an answer (or of a 429)."""
         if info is None:
             return
-        self._requests.observe(info.limit_requests, info.remaining_requests)
-        self._tokens.observe(info.limit_tokens, info.remaining_tokens)
+        self._requests.observe(info.limit_requests, info.remaining_requests, info.reset_requests_s)
+        self._tokens.observe(info.limit_tokens, info.remaining_tokens, info.reset_tokens_s)
         self._wake.set()
 
     def poke(self) -> None:
@@ -156,7 +165,7 @@ class Pacer:
         """A 429 happened anyway: empty the buckets so nobody is sent for `seconds`."""
         for bucket in (self._requests, self._tokens):
             if bucket.limit is not None:
-                bucket.take(bucket.level + seconds * bucket.limit / 60.0)
+                bucket.take(bucket.level + seconds * bucket._rate)
         self._wake.set()
 
     def stats(self) -> PacerStats:

@@ -104,12 +104,16 @@ class UsageTotals:
 
 
 class TokenBucket:
-    """A per-minute limit refilled continuously, as OpenAI's rate limits behave."""
+    """A per-minute limit refilled continuously, as OpenAI's rate limits behave.
 
-    def __init__(self, per_minute: int, clock: Callable[[], float]) -> None:
+    `window_s` is the minute's length: tests shrink it so that a burst that would take
+    minutes against real limits is paced the same way in seconds.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float], window_s: float = 60.0) -> None:
         self.capacity = float(per_minute)
         self.level = float(per_minute)
-        self.rate = per_minute / 60.0
+        self.rate = per_minute / window_s
         self._clock = clock
         self._at = clock()
 
@@ -149,6 +153,7 @@ class FakeOpenAI:
         snapshots: dict[str, str] | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        window_s: float = 60.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -164,8 +169,8 @@ class FakeOpenAI:
         self._default_answer: Answer = _echo_answer
         self._faults: deque[Fault] = deque()
         self._cache: set[bytes] = set()
-        self._rpm = TokenBucket(rpm, clock) if rpm else None
-        self._tpm = TokenBucket(tpm, clock) if tpm else None
+        self._rpm = TokenBucket(rpm, clock, window_s) if rpm else None
+        self._tpm = TokenBucket(tpm, clock, window_s) if tpm else None
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._changed = asyncio.Condition()
