@@ -2,7 +2,9 @@
 
 Every model call in iBot goes through `Gateway.complete`, which:
 1. estimates the prompt tokens (tiktoken + the image formula) and the worst-case cost;
-2. asks the budget hook to reserve that cost (or refuses the call);
+2. asks the budget hook to reserve that cost; when a cap would be passed, degrades in
+   the feature's order: its cheaper model(s), then the local model when there is one,
+   then a refusal that names the budget and when it resets;
 3. calls the backend (which retries transient failures itself);
 4. prices the usage the backend measured, by the model that answered;
 5. settles the reservation and writes exactly one ledger row, whatever the outcome;
@@ -16,9 +18,10 @@ in full instead, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -26,18 +29,22 @@ import structlog
 from ibot import tokens
 from ibot.db.ledger import Ledger, LedgerEntry
 from ibot.llm.budget import AllowAll, BudgetExceeded, BudgetHook, Reservation
+from ibot.llm.pacing import Pacer
 from ibot.llm.types import (
     Backend,
     BackendError,
     BackendResponse,
     CallStatus,
     ErrorKind,
+    Feature,
     LLMCallError,
     LLMRequest,
     LLMResult,
+    RateLimitInfo,
     Usage,
     UsageSource,
 )
+from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
 
 OnDelta = Callable[[str], Awaitable[None] | None]
@@ -67,6 +74,17 @@ class Estimate:
     worst_case_micros: int | None  # None: the requested model has no price
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The call the budget allowed: which backend, which request, what is held."""
+
+    backend: ModelBackend
+    request: LLMRequest  # the request as sent (its model may be the cheaper one)
+    estimate: Estimate
+    reservation: Reservation
+    note: str | None = None  # why this is a fallback; None: the call as asked
+
+
 class Gateway:
     def __init__(
         self,
@@ -76,12 +94,44 @@ class Gateway:
         openai: ModelBackend | None,
         budget: BudgetHook | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        degrade: Mapping[Feature, Sequence[str]] | None = None,
+        local: ModelBackend | None = None,
+        local_worst_case: Callable[[LLMRequest], int] | None = None,
+        pacer: Pacer | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`degrade`: per feature, the cheaper models to try, in order, when a budget
+        refuses the requested one. `local`: the local model, tried after them; what it
+        holds against the budgets is `local_worst_case(request)` (0 when not given)."""
         self.ledger = ledger
         self.prices = prices
         self.openai = openai
         self.budget: BudgetHook = budget or AllowAll()
         self._clock = clock
+        self.degrade: dict[Feature, tuple[str, ...]] = {
+            Feature(feature): tuple(models) for feature, models in (degrade or {}).items()
+        }
+        self.local = local
+        self._local_worst_case = local_worst_case
+        self.pacer = pacer
+        self.metrics = metrics
+        listener_target = openai if pacer is not None else None
+        if listener_target is not None and hasattr(listener_target, "rate_limit_listener"):
+            listener_target.rate_limit_listener = self._rate_limits_seen
+
+    def _rate_limits_seen(self, info: RateLimitInfo | None, retry_after: float | None) -> None:
+        assert self.pacer is not None
+        self.pacer.observe(info)
+        if retry_after is not None:
+            self.pacer.back_off(retry_after)
+
+    def _slot(self, backend: ModelBackend, request: LLMRequest, estimate: Estimate):
+        """A paced slot for calls to OpenAI; the local model has its own queue."""
+        if self.pacer is None or backend is not self.openai:
+            return contextlib.nullcontext()
+        return self.pacer.slot(
+            request.context.feature, estimate.prompt_tokens + request.max_output_tokens
+        )
 
     def estimate(self, request: LLMRequest) -> Estimate:
         """Prompt tokens as the API will count them, and the worst-case cost of the call."""
@@ -110,9 +160,7 @@ class Gateway:
     async def complete(self, request: LLMRequest, *, on_delta: OnDelta | None = None) -> LLMResult:
         """Answer `request`, or raise LLMCallError; either way one ledger row is written."""
         started = self._clock()
-        estimate = self.estimate(request)
-        backend = self.openai
-        if backend is None:
+        if self.openai is None and self.local is None:
             await self._record_failure(
                 request,
                 None,
@@ -123,63 +171,59 @@ class Gateway:
             )
             raise LLMCallError(ErrorKind.NOT_CONFIGURED, "no model backend is configured")
 
+        plan = await self._reserve(request, started)
+        backend, sent, estimate, reservation = (
+            plan.backend,
+            plan.request,
+            plan.estimate,
+            plan.reservation,
+        )
         try:
-            reservation = await self.budget.reserve(
-                request.context, request.model, estimate.worst_case_micros
-            )
-        except BudgetExceeded as exc:
-            ledger_id = await self._record_failure(
-                request,
-                backend.name,
-                ErrorKind.BUDGET,
-                str(exc),
-                started,
-                status=CallStatus.REFUSED,
-            )
-            raise LLMCallError(ErrorKind.BUDGET, str(exc), ledger_id=ledger_id) from exc
-
-        try:
-            response = await backend.complete(
-                request,
-                prompt_estimate=estimate.prompt_tokens,
-                on_delta=on_delta,
-                estimate_completion=lambda text: tokens.count_text(text, request.model),
-            )
+            async with self._slot(backend, sent, estimate):
+                response = await backend.complete(
+                    sent,
+                    prompt_estimate=estimate.prompt_tokens,
+                    on_delta=on_delta,
+                    estimate_completion=lambda text: tokens.count_text(text, sent.model),
+                )
         except BackendError as err:
-            cost = (
-                self.prices.cost_micros(err.usage, err.model or request.model) if err.usage else 0
-            )
+            cost = self._error_cost(backend, err, sent.model)
             await asyncio.shield(self.budget.settle(reservation, cost))
+            model = err.model if err.usage else None
+            if plan.note is not None and model is None and sent.model != request.model:
+                model = sent.model  # the cheaper model failed, not the one asked for
             ledger_id = await self._record_failure(
                 request,
                 backend.name,
                 err.kind,
-                err.message,
+                f"{plan.note}; {err.message}" if plan.note else err.message,
                 started,
                 usage=err.usage,
                 cost=cost,
                 request_id=err.request_id,
                 attempts=err.attempts,
-                model=err.model if err.usage else None,
+                model=model,
             )
             raise LLMCallError(err.kind, err.message, ledger_id=ledger_id) from None
         except asyncio.CancelledError:
             await asyncio.shield(self._cancelled(request, backend.name, reservation, started))
             raise
 
-        cost = self.prices.cost_micros(response.usage, response.model)
+        cost = self._cost(backend, response)
         await asyncio.shield(self.budget.settle(reservation, cost))
         latency = self._clock() - started
+        status = CallStatus.FALLBACK if plan.note is not None else CallStatus.OK
         entry = self._entry(
             request,
             backend.name,
-            CallStatus.OK,
+            status,
             latency,
             usage=response.usage,
             cost=cost,
             model=response.model,
             request_id=response.request_id,
             attempts=response.attempts,
+            note=plan.note,
         )
         ledger_id = await self._write(entry)
         return LLMResult(
@@ -190,11 +234,81 @@ class Gateway:
             backend=backend.name,
             model_requested=request.model,
             model=response.model,
-            status=CallStatus.OK,
+            status=status,
             request_id=response.request_id,
             ledger_id=ledger_id,
             finish_reason=response.finish_reason,
+            notes=(plan.note,) if plan.note else (),
         )
+
+    def _candidates(self, request: LLMRequest) -> list[tuple[ModelBackend, LLMRequest]]:
+        """What may answer, in the degrade order: the request as asked, the feature's
+        cheaper models, then the local model."""
+        found: list[tuple[ModelBackend, LLMRequest]] = []
+        if self.openai is not None:
+            found.append((self.openai, request))
+            for model in self.degrade.get(request.context.feature, ()):
+                if model != request.model and all(r.model != model for _, r in found):
+                    found.append((self.openai, replace(request, model=model)))
+        if self.local is not None:
+            found.append((self.local, request))
+        return found
+
+    async def _reserve(self, request: LLMRequest, started: float) -> _Plan:
+        """Reserve for the first candidate the budgets allow, or write the refused row and
+        raise LLMCallError(BUDGET) naming the cap that blocked the last candidate."""
+        blocked: BudgetExceeded | None = None
+        for backend, sent in self._candidates(request):
+            estimate = self.estimate(sent)
+            is_local = backend is self.local and backend is not self.openai
+            if is_local:
+                worst: int | None = self._local_worst_case(sent) if self._local_worst_case else 0
+                label = getattr(backend, "model_name", None) or getattr(backend, "model", None)
+                model = str(label or Backend.LOCAL)  # for the budget hook; only a label
+            else:
+                worst, model = estimate.worst_case_micros, sent.model
+            try:
+                reservation = await self.budget.reserve(sent.context, model, worst)
+            except BudgetExceeded as exc:
+                blocked = exc
+                continue
+            note = None
+            if blocked is not None:
+                target = "the local model" if is_local else model
+                note = f"fallback to {target}: budget {blocked.budget} is spent"
+            return _Plan(backend, sent, estimate, reservation, note)
+        assert blocked is not None
+        resets = blocked.resets_at.isoformat() if blocked.resets_at else "unknown"
+        message = f"budget {blocked.budget} is spent until {resets}"
+        ledger_id = await self._record_failure(
+            request,
+            self.openai.name if self.openai is not None else Backend.LOCAL,
+            ErrorKind.BUDGET,
+            message,
+            started,
+            status=CallStatus.REFUSED,
+        )
+        raise LLMCallError(
+            ErrorKind.BUDGET,
+            message,
+            ledger_id=ledger_id,
+            budget=blocked.budget,
+            resets_at=blocked.resets_at,
+        ) from blocked
+
+    def _cost(self, backend: ModelBackend, response: BackendResponse) -> int | None:
+        """The backend's own price when it gives one (the local model), else the price
+        table's for the model that answered; an unpriced local answer costs 0."""
+        if response.cost_micros is not None:
+            return response.cost_micros
+        if backend.name is Backend.LOCAL:
+            return 0
+        return self.prices.cost_micros(response.usage, response.model)
+
+    def _error_cost(self, backend: ModelBackend, err: BackendError, model: str) -> int | None:
+        if not err.usage or backend.name is Backend.LOCAL:
+            return 0
+        return self.prices.cost_micros(err.usage, err.model or model)
 
     async def _cancelled(
         self, request: LLMRequest, backend: Backend, reservation: Reservation, started: float
@@ -298,6 +412,8 @@ class Gateway:
         }
         if entry.error_kind is not None:
             fields["error_kind"] = str(entry.error_kind)
+        if self.metrics is not None:
+            self.metrics.observe_call(entry)
         try:
             ledger_id = await asyncio.shield(self.ledger.record(entry))
         except Exception:

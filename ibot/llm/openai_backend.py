@@ -36,6 +36,8 @@ from ibot.llm.types import (
 
 OnDelta = Callable[[str], Awaitable[None] | None]
 Sleep = Callable[[float], Awaitable[None]]
+# Told of every answer's rate-limit headers, and of a 429's Retry-After, as they arrive.
+RateLimitListener = Callable[[RateLimitInfo | None, float | None], None]
 
 _BACKOFF_BASE_S = 0.5
 
@@ -189,6 +191,16 @@ class OpenAIBackend:
         self.retry_max_wait_s = retry_max_wait_s
         self._sleep = sleep
         self.last_rate_limits: RateLimitInfo | None = None
+        self.rate_limit_listener: RateLimitListener | None = None
+
+    def _saw_headers(
+        self, headers: Mapping[str, str] | None, rate_limited_for: float | None = None
+    ) -> RateLimitInfo | None:
+        info = parse_rate_limits(headers) if headers is not None else None
+        self.last_rate_limits = info or self.last_rate_limits
+        if self.rate_limit_listener is not None and (info or rate_limited_for is not None):
+            self.rate_limit_listener(info, rate_limited_for)
+        return info
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -226,8 +238,7 @@ class OpenAIBackend:
                 headers = getattr(getattr(exc, "response", None), "headers", None)
                 retry_after = parse_retry_after(headers)
                 request_id = getattr(exc, "request_id", None)
-                if headers is not None:
-                    self.last_rate_limits = parse_rate_limits(headers) or self.last_rate_limits
+                self._saw_headers(headers, retry_after if kind is ErrorKind.RATE_LIMIT else None)
                 wait = self._retry_wait(kind, attempt, retry_after)
                 if wait is None:
                     raise BackendError(
@@ -278,8 +289,7 @@ class OpenAIBackend:
     ) -> BackendResponse:
         raw = await self._client.chat.completions.with_raw_response.create(**self._params(request))
         completion = raw.parse()
-        rate_limits = parse_rate_limits(raw.headers)
-        self.last_rate_limits = rate_limits or self.last_rate_limits
+        rate_limits = self._saw_headers(raw.headers)
         choice = completion.choices[0] if completion.choices else None
         text = (choice.message.content or "") if choice else ""
         usage = (
@@ -306,8 +316,7 @@ class OpenAIBackend:
         raw = await self._client.chat.completions.with_raw_response.create(
             **self._params(request), stream=True, stream_options={"include_usage": True}
         )
-        rate_limits = parse_rate_limits(raw.headers)
-        self.last_rate_limits = rate_limits or self.last_rate_limits
+        rate_limits = self._saw_headers(raw.headers)
         request_id = raw.headers.get("x-request-id")
         stream = raw.parse()
         pieces: list[str] = []

@@ -76,13 +76,16 @@ class _Bucket:
     def configure(self, per_minute: int) -> None:
         self.limit = self.level = float(per_minute)
 
-    def observe(self, limit: int | None, remaining: int | None, reset_s: float | None) -> None:
+    def observe(
+        self, limit: int | None, remaining: int | None, reset_s: float | None, in_flight: float
+    ) -> None:
         """Adopt the server's view when it is the stricter one.
 
         Our level is charged when a call is sent; the server's `remaining` misses the
         calls still on their way to it, so it can only be more generous than the truth,
         never stricter: take the lower of the two. The first answer sets the limit, and
-        `reset` (time until the bucket is full again) gives the refill rate.
+        `reset` (time until the bucket is full again) gives the refill rate; since
+        nothing was tracked before it, everything still in flight is taken off it.
         """
         if limit is None or remaining is None:
             return
@@ -91,7 +94,7 @@ class _Bucket:
         if reset_s and reset_s > 0 and remaining < limit:
             self.rate = (limit - remaining) / reset_s
         server = float(remaining)
-        self.level = min(self.level, server) if self._observed else server
+        self.level = min(self.level, server) if self._observed else server - in_flight
         self._observed = True
 
 
@@ -153,8 +156,12 @@ class Pacer:
         """Feed the rate-limit headers of an answer (or of a 429)."""
         if info is None:
             return
-        self._requests.observe(info.limit_requests, info.remaining_requests, info.reset_requests_s)
-        self._tokens.observe(info.limit_tokens, info.remaining_tokens, info.reset_tokens_s)
+        self._requests.observe(
+            info.limit_requests, info.remaining_requests, info.reset_requests_s, self._in_flight
+        )
+        self._tokens.observe(
+            info.limit_tokens, info.remaining_tokens, info.reset_tokens_s, self._in_flight_tokens
+        )
         self._wake.set()
 
     def poke(self) -> None:
