@@ -7,30 +7,67 @@ Discord's limits, and a localised footer with tokens and cost; mentions never pi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import nextcord
 
 from ibot.i18n import t
 from ibot.llm.types import Backend, ErrorKind, Usage
 from ibot.pricing import format_usd
+from ibot.services.ask import Failed
 from ibot.services.attachments import AttachmentResult, AttachmentSource
 from ibot.services.formatting import embed_messages
 from ibot.services.permissions import MemberFacts
+from ibot.services.summary import SummaryFailed
 
 NO_MENTIONS = nextcord.AllowedMentions.none()
 EMBED_COLOUR = nextcord.Colour.blurple()
 
 
-def cost_footer(usage: Usage, cost_micros: int | None, backend: Backend, lang: str) -> str:
+def cost_footer(
+    usage: Usage,
+    cost_micros: int | None,
+    backend: Backend,
+    lang: str,
+    *,
+    degraded_from: str | None = None,
+) -> str:
     footer = t("cost_footer", lang, tokens=usage.total_tokens, cost=format_usd(cost_micros))
     if backend is Backend.LOCAL:
         footer += " | " + t("local_footer", lang)
+    elif degraded_from:
+        footer += " | " + t("budget.fallback_footer", lang, requested=degraded_from)
     return footer
 
 
 def error_text(kind: ErrorKind, lang: str, *, budget: str = "", reset: str = "") -> str:
     """The short, localised message a user sees for a failed model call."""
     return t(f"error.{kind.value}", lang, budget=budget, reset=reset)
+
+
+def discord_time(moment: datetime | None, style: str = "R") -> str:
+    """A Discord timestamp (<t:UNIX:R> shows "in 4 hours" in the reader's own language)."""
+    return f"<t:{int(moment.timestamp())}:{style}>" if moment is not None else ""
+
+
+def budget_label(budget: str | None, lang: str) -> str:
+    """ "guild_daily" -> "quotidien du serveur"; an unknown name is shown as it is."""
+    if not budget:
+        return ""
+    try:
+        return t(f"budget.{budget}", lang)
+    except KeyError:
+        return budget
+
+
+def failure_text(outcome: Failed | SummaryFailed, lang: str) -> str:
+    """`error_text` for a failed outcome; a budget refusal names the cap and its reset."""
+    return error_text(
+        outcome.kind,
+        lang,
+        budget=budget_label(outcome.budget, lang),
+        reset=discord_time(outcome.resets_at),
+    )
 
 
 def attachment_notes(results: Sequence[AttachmentResult], lang: str, limit_bytes: int) -> str:

@@ -14,7 +14,7 @@ from cogs._render import (
     attachment_notes,
     attachment_source,
     cost_footer,
-    error_text,
+    failure_text,
     member_facts,
 )
 from ibot.app import Services
@@ -100,7 +100,13 @@ class AskCog(commands.Cog):
                     self.services.settings.attachments.max_download_bytes,
                 )
                 text = outcome.text + (f"\n\n{notes}" if notes else "")
-                footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
+                footer = cost_footer(
+                    outcome.usage,
+                    outcome.cost_micros,
+                    outcome.backend,
+                    self.lang,
+                    degraded_from=outcome.degraded_from,
+                )
                 for embeds in answer_embeds(text, title=f"❓ {question}", footer=footer):
                     await followup.send(
                         embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
@@ -108,7 +114,7 @@ class AskCog(commands.Cog):
             case Failed():
                 self.cooldowns.release(interaction.user.id)
                 await followup.send(
-                    error_text(outcome.kind, self.lang),
+                    failure_text(outcome, self.lang),
                     ephemeral=True,
                     allowed_mentions=NO_MENTIONS,
                 )

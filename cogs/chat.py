@@ -6,7 +6,7 @@ from __future__ import annotations
 import nextcord
 from nextcord.ext import commands
 
-from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, error_text, member_facts
+from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, failure_text, member_facts
 from ibot.app import Services
 from ibot.llm.types import CallContext, Feature
 from ibot.services.ask import Answered, Failed
@@ -67,7 +67,13 @@ class ChatCog(commands.Cog):
             )
         match outcome:
             case Answered():
-                footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
+                footer = cost_footer(
+                    outcome.usage,
+                    outcome.cost_micros,
+                    outcome.backend,
+                    self.lang,
+                    degraded_from=outcome.degraded_from,
+                )
                 for index, embeds in enumerate(
                     answer_embeds(outcome.text, title=self.title, footer=footer)
                 ):
@@ -79,7 +85,7 @@ class ChatCog(commands.Cog):
                         await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
             case Failed():
                 await message.reply(
-                    error_text(outcome.kind, self.lang),
+                    failure_text(outcome, self.lang),
                     allowed_mentions=NO_MENTIONS,
                     mention_author=False,
                 )

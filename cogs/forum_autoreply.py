@@ -20,7 +20,7 @@ from cogs._render import (
     attachment_notes,
     attachment_source,
     cost_footer,
-    error_text,
+    failure_text,
 )
 from ibot.app import Services
 from ibot.db.threads import ThreadState
@@ -111,7 +111,7 @@ class ForumAutoReply(commands.Cog):
         async with thread.typing():
             outcome = await self.service.answer(post)
         if not isinstance(outcome, Answered):
-            await thread.send(error_text(outcome.kind, self.lang), allowed_mentions=NO_MENTIONS)
+            await thread.send(failure_text(outcome, self.lang), allowed_mentions=NO_MENTIONS)
             await self.service.finish(
                 thread.id,
                 ThreadState.FAILED,
@@ -123,7 +123,13 @@ class ForumAutoReply(commands.Cog):
             outcome.attachments, self.lang, self.services.settings.attachments.max_download_bytes
         )
         text = outcome.text + (f"\n\n{notes}" if notes else "")
-        footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
+        footer = cost_footer(
+            outcome.usage,
+            outcome.cost_micros,
+            outcome.backend,
+            self.lang,
+            degraded_from=outcome.degraded_from,
+        )
         first: nextcord.Message | None = None
         for embeds in answer_embeds(text, title=self.title, footer=footer):
             sent = await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)

@@ -6,7 +6,7 @@ import nextcord
 from nextcord import SlashOption
 from nextcord.ext import commands
 
-from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, error_text, member_facts
+from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, failure_text, member_facts
 from ibot.app import Services
 from ibot.i18n import t
 from ibot.llm.types import CallContext, Feature
@@ -83,7 +83,7 @@ class SummaryCog(commands.Cog):
             case NothingToSummarize():
                 await followup.send(t("summary.too_few_messages", self.lang), ephemeral=True)
             case SummaryFailed():
-                await followup.send(error_text(outcome.kind, self.lang), ephemeral=True)
+                await followup.send(failure_text(outcome, self.lang), ephemeral=True)
 
 
 async def read_history(

@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ibot.config import Settings
+from ibot.db.budgets import BudgetStore
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
@@ -25,6 +26,7 @@ from ibot.llm.types import Feature
 from ibot.pricing import PriceTable
 from ibot.services.ask import AskService, FeatureConfig, PromptBuilder
 from ibot.services.attachments import AttachmentLimits
+from ibot.services.budgets import BudgetManager
 from ibot.services.chat import ChatService
 from ibot.services.forum import ForumService
 from ibot.services.permissions import RolePolicy
@@ -41,6 +43,7 @@ class Services:
     gateway: Gateway
     openai: OpenAIBackend | None
     prompts: PromptBuilder
+    budgets: BudgetManager
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -98,6 +101,7 @@ class Services:
         )
 
     async def aclose(self) -> None:
+        await self.budgets.drain(timeout_s=5)
         if self.openai is not None:
             await self.openai.aclose()
         await self.engine.dispose()
@@ -117,6 +121,16 @@ def build_openai(settings: Settings) -> OpenAIBackend | None:
     )
 
 
+def degrade_models(settings: Settings) -> dict[Feature, list[str]]:
+    """Per feature, the cheaper model a budget falls back to (features.X.cheaper_model)."""
+    degrade: dict[Feature, list[str]] = {}
+    for feature in Feature:
+        section = settings.feature(feature)
+        if section.cheaper_model and section.cheaper_model != section.model:
+            degrade[feature] = [section.cheaper_model]
+    return degrade
+
+
 async def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     """Create the engine (upgrading the schema first), the ledger, prices and gateway."""
     if migrate:
@@ -126,7 +140,16 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
     ledger = Ledger(sessionmaker)
     prices = PriceTable.load(Path(settings.prices_file))
     openai_backend = build_openai(settings)
-    gateway = Gateway(ledger=ledger, prices=prices, openai=openai_backend)
+    budgets = BudgetManager(
+        ledger=ledger, store=BudgetStore(sessionmaker), settings=settings.budgets
+    )
+    gateway = Gateway(
+        ledger=ledger,
+        prices=prices,
+        openai=openai_backend,
+        budget=budgets,
+        degrade=degrade_models(settings),
+    )
     templates = load_prompts(settings.prompts.language)
     if settings.prompts.persona:
         templates = {**templates, "persona": settings.prompts.persona}
@@ -140,4 +163,5 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         gateway=gateway,
         openai=openai_backend,
         prompts=prompts,
+        budgets=budgets,
     )

@@ -30,6 +30,8 @@ EXTENSIONS = (
     "cogs.ask",
     "cogs.summary",
     "cogs.chat",
+    "cogs.budget",
+    "cogs.cost_report",
 )
 
 

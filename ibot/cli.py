@@ -12,11 +12,14 @@ import mimetypes
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ibot.config import ConfigError, Settings, fail_on_config_error, load_settings
+
+if TYPE_CHECKING:
+    from ibot.services.report_view import ReportView
 
 app = typer.Typer(
     help="iBot: an AI help assistant for Discord forum communities.",
@@ -203,10 +206,20 @@ def costs_report(
         bool, typer.Option("--rows", help="List every call instead of groups.")
     ] = False,
     guild: Annotated[int | None, typer.Option(help="Only this guild.")] = None,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            "--chart",
+            help="Also write the daily spend chart (PNG) to this file; with --guild, "
+            "the guild's configured daily cap is drawn on it.",
+            dir_okay=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Spending by feature, user, model, channel or day, from the ledger."""
-    from ibot.services import reports
+    """Spending by feature, user, model, channel or day, from the ledger, with the change
+    against the previous period of the same length (table and JSON)."""
+    from ibot.services import report_view, reports
 
     settings = _settings(config)
     try:
@@ -226,18 +239,40 @@ def costs_report(
             sessionmaker = make_sessionmaker(engine)
             if rows:
                 entries = await reports.ledger_rows(sessionmaker, chosen, guild_id=guild)
-                return reports.render_rows_csv(entries)
-            report = await reports.cost_report(sessionmaker, chosen, grouping, guild_id=guild)
+                text = reports.render_rows_csv(entries)
+                view = None
+                if chart is not None:
+                    view = await report_view.build_report_view(
+                        sessionmaker, chosen, grouping, guild_id=guild, top=None
+                    )
+            else:
+                view = await report_view.build_report_view(
+                    sessionmaker, chosen, grouping, guild_id=guild, top=None
+                )
+                text = _render_view(view, output)
         finally:
             await engine.dispose()
-        renderers = {
-            OutputFormat.table: reports.render_table,
-            OutputFormat.csv: reports.render_csv,
-            OutputFormat.json: reports.render_json,
-        }
-        return renderers[output](report)
+        if chart is not None and view is not None:
+            cap = settings.budgets.guild_daily_micros if guild is not None else None
+            png = await report_view.render_chart_async(
+                view.daily, report_view.period_days(chosen), daily_cap_micros=cap
+            )
+            await asyncio.to_thread(chart.write_bytes, png)
+        return text
 
     typer.echo(_run(go()), nl=False)
+    if chart is not None:
+        typer.echo(f"chart written to {chart}", err=True)
+
+
+def _render_view(view: ReportView, output: OutputFormat) -> str:
+    from ibot.services import report_view, reports
+
+    if output is OutputFormat.csv:  # one line per group: no room for a comparison
+        return reports.render_csv(view.report)
+    if output is OutputFormat.json:
+        return report_view.render_view_json(view)
+    return reports.render_table(view.report) + report_view.render_comparison(view)
 
 
 @config_app.command("check")

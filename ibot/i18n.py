@@ -62,6 +62,33 @@ _FR: dict[str, Entry] = {
     "budget.guild_daily": "quotidien du serveur",
     "budget.guild_monthly": "mensuel du serveur",
     "budget.user_daily": "quotidien par membre",
+    "budget.fallback_footer": "Budget serré : modèle moins cher que {requested}",
+    "budget.refused": "Seuls les admins peuvent consulter et changer les budgets.",
+    "budget.invalid_amount": (
+        "« {value} » n'est pas un montant valide : donne un nombre de dollars (0 ou plus), "
+        "ou « none » pour retirer le plafond."
+    ),
+    "budget.no_cap": "pas de plafond",
+    "budget.cap": "{amount} USD",
+    "budget.set_done": "C'est noté : budget {budget} à {cap} (avant : {previous}).",
+    "budget.show_title": "Budgets IA du serveur",
+    "budget.show_line": (
+        "**Budget {budget}** : {cap} — dépensé {spent} USD, réservé {reserved} USD ; "
+        "se renouvelle {reset}. {source}"
+    ),
+    "budget.show_user_line": (
+        "**Budget {budget}** : {cap} — toi aujourd'hui : {spent} USD ; "
+        "se renouvelle {reset}. {source}"
+    ),
+    "budget.source_config": "(valeur de la config)",
+    "budget.source_change": "(fixé par <@{user}> {when})",
+    "budget.alert": (
+        "⚠️ Budget {budget} : {percent} % atteint ({spent} / {cap} USD). Il se renouvelle {reset}."
+    ),
+    "budget.alert_spent": (
+        "🛑 Budget {budget} épuisé ({spent} / {cap} USD) : les demandes passent au modèle "
+        "moins cher ou sont refusées jusqu'au renouvellement, {reset}."
+    ),
     "ask.refused_role": "Désolé, ton rôle ne te permet pas d'utiliser /ask-gpt ici.",
     "ask.cooldown": "Doucement ! Tu pourras reposer une question dans {seconds} s.",
     "ask.too_long": (
@@ -72,6 +99,47 @@ _FR: dict[str, Entry] = {
     "summary.too_few_messages": "Il n'y a pas assez de messages à résumer ici.",
     "summary.title": "Résumé de #{channel} ({count} messages)",
     "cost_report.refused": "Seuls les admins peuvent consulter le rapport des coûts.",
+    "cost_report.period.needs_from": (
+        "Pour une période personnalisée, donne au moins la date « from » (AAAA-MM-JJ)."
+    ),
+    "cost_report.period.bad_dates": (
+        "Je ne comprends pas ces dates : utilise le format AAAA-MM-JJ, avec « from » avant « to »."
+    ),
+    "cost_report.period.too_long": "Une période personnalisée couvre au plus {days} jours.",
+    "cost_report.period.unknown": "Période inconnue : choisis today, 7d, 30d, month ou custom.",
+    "cost_report.period_name.today": "aujourd'hui",
+    "cost_report.period_name.7d": "7 derniers jours",
+    "cost_report.period_name.30d": "30 derniers jours",
+    "cost_report.period_name.month": "ce mois-ci",
+    "cost_report.period_name.custom": "du {first} au {last}",
+    "cost_report.title": "💰 Coûts de l'IA : {period}",
+    "cost_report.range": (
+        "Du {start} au {end} (UTC) ; période précédente : du {previous_start} au {previous_end}"
+    ),
+    "cost_report.calls": "Appels",
+    "cost_report.tokens": "Tokens",
+    "cost_report.cost": "Coût",
+    "cost_report.change": "{delta} ({percent}) par rapport à la période précédente",
+    "cost_report.change_from_zero": "{delta} (rien sur la période précédente)",
+    "cost_report.top_title": "Top par {grouping}",
+    "cost_report.top_line": (
+        "{rank}. {name} : **{cost} USD** · appels : {calls} · tokens : {tokens}"
+    ),
+    "cost_report.more": "… et {count} autre(s)",
+    "cost_report.no_calls": "Aucun appel sur cette période.",
+    "cost_report.none_key": "(aucun)",
+    "cost_report.unpriced": "{count} appel(s) sans prix connu : leur coût n'est pas compté.",
+    "cost_report.daily_cap": "Plafond quotidien du serveur : {cap} USD (ligne rouge)",
+    "cost_report.group.feature": "fonction",
+    "cost_report.group.user": "membre",
+    "cost_report.group.model": "modèle",
+    "cost_report.group.channel": "salon",
+    "cost_report.group.day": "jour",
+    "cost_report.chart.title": "Dépenses par jour et par fonction",
+    "cost_report.chart.x": "Jour (UTC)",
+    "cost_report.chart.y": "Coût (USD)",
+    "cost_report.chart.cap": "Plafond quotidien",
+    "cost_report.chart.empty": "Aucune dépense sur cette période",
     "attachment.not_read": (
         "Je n'ai pas lu « {name} » : ce type de fichier n'est pas pris en charge."
     ),
@@ -119,6 +187,32 @@ _EN: dict[str, Entry] = {
     "budget.guild_daily": "server's daily",
     "budget.guild_monthly": "server's monthly",
     "budget.user_daily": "per-member daily",
+    "budget.fallback_footer": "Tight budget: a cheaper model than {requested}",
+    "budget.refused": "Only admins can see and change the budgets.",
+    "budget.invalid_amount": (
+        "“{value}” is not a valid amount: give a number of dollars (0 or more), "
+        "or “none” to remove the cap."
+    ),
+    "budget.no_cap": "no cap",
+    "budget.cap": "{amount} USD",
+    "budget.set_done": "Done: the {budget} budget is now {cap} (was {previous}).",
+    "budget.show_title": "The server's AI budgets",
+    "budget.show_line": (
+        "**The {budget} budget**: {cap} — spent {spent} USD, held {reserved} USD; "
+        "renews {reset}. {source}"
+    ),
+    "budget.show_user_line": (
+        "**The {budget} budget**: {cap} — you today: {spent} USD; renews {reset}. {source}"
+    ),
+    "budget.source_config": "(from the config)",
+    "budget.source_change": "(set by <@{user}> {when})",
+    "budget.alert": (
+        "⚠️ The {budget} budget has reached {percent}% ({spent} / {cap} USD). It renews {reset}."
+    ),
+    "budget.alert_spent": (
+        "🛑 The {budget} budget is spent ({spent} / {cap} USD): requests go to the cheaper "
+        "model or are refused until it renews {reset}."
+    ),
     "ask.refused_role": "Sorry, your role doesn't allow you to use /ask-gpt here.",
     "ask.cooldown": "Easy! You can ask another question in {seconds} s.",
     "ask.too_long": (
@@ -129,6 +223,45 @@ _EN: dict[str, Entry] = {
     "summary.too_few_messages": "There aren't enough messages to summarize here.",
     "summary.title": "Summary of #{channel} ({count} messages)",
     "cost_report.refused": "Only admins can see the cost report.",
+    "cost_report.period.needs_from": (
+        "For a custom period, give at least the “from” date (YYYY-MM-DD)."
+    ),
+    "cost_report.period.bad_dates": (
+        "I can't read these dates: use YYYY-MM-DD, with “from” before “to”."
+    ),
+    "cost_report.period.too_long": "A custom period covers at most {days} days.",
+    "cost_report.period.unknown": "Unknown period: choose today, 7d, 30d, month or custom.",
+    "cost_report.period_name.today": "today",
+    "cost_report.period_name.7d": "last 7 days",
+    "cost_report.period_name.30d": "last 30 days",
+    "cost_report.period_name.month": "this month",
+    "cost_report.period_name.custom": "{first} to {last}",
+    "cost_report.title": "💰 AI costs: {period}",
+    "cost_report.range": (
+        "From {start} to {end} (UTC); previous period: {previous_start} to {previous_end}"
+    ),
+    "cost_report.calls": "Calls",
+    "cost_report.tokens": "Tokens",
+    "cost_report.cost": "Cost",
+    "cost_report.change": "{delta} ({percent}) vs previous period",
+    "cost_report.change_from_zero": "{delta} (nothing in the previous period)",
+    "cost_report.top_title": "Top by {grouping}",
+    "cost_report.top_line": "{rank}. {name}: **{cost} USD** · calls: {calls} · tokens: {tokens}",
+    "cost_report.more": "… and {count} more",
+    "cost_report.no_calls": "No calls in this period.",
+    "cost_report.none_key": "(none)",
+    "cost_report.unpriced": "{count} call(s) with no known price: their cost is not counted.",
+    "cost_report.daily_cap": "Server daily cap: {cap} USD (red line)",
+    "cost_report.group.feature": "feature",
+    "cost_report.group.user": "member",
+    "cost_report.group.model": "model",
+    "cost_report.group.channel": "channel",
+    "cost_report.group.day": "day",
+    "cost_report.chart.title": "Daily spend by feature",
+    "cost_report.chart.x": "Day (UTC)",
+    "cost_report.chart.y": "Cost (USD)",
+    "cost_report.chart.cap": "Daily cap",
+    "cost_report.chart.empty": "No spending in this period",
     "attachment.not_read": "I didn't read “{name}”: this file type isn't supported.",
     "attachment.too_big": (
         "I didn't read “{name}”: it is over the size limit ({limit}).",

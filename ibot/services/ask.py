@@ -16,11 +16,13 @@ from ibot.llm.gateway import Gateway
 from ibot.llm.types import (
     Backend,
     CallContext,
+    CallStatus,
     ChatMessage,
     ErrorKind,
     Feature,
     LLMCallError,
     LLMRequest,
+    LLMResult,
     Usage,
 )
 from ibot.services.attachments import (
@@ -51,15 +53,38 @@ class Answered:
     backend: Backend
     attachments: tuple[AttachmentResult, ...] = ()
     ledger_id: int | None = None
+    # The model asked for, when a budget made a cheaper (or the local) model answer.
+    degraded_from: str | None = None
+
+
+def degraded_from(result: LLMResult) -> str | None:
+    """The requested model of a budget fallback, for the answer's footer."""
+    return result.model_requested if result.status is CallStatus.FALLBACK else None
 
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The model call failed; `kind` picks the localised message shown to the user."""
+    """The model call failed; `kind` picks the localised message shown to the user.
+
+    For a budget refusal, `budget` names the spent cap ("guild_daily"…) and `resets_at`
+    says when it frees up, so the user is told both.
+    """
 
     kind: ErrorKind
     attachments: tuple[AttachmentResult, ...] = ()
     ledger_id: int | None = None
+    budget: str | None = None
+    resets_at: datetime | None = None
+
+    @classmethod
+    def of(cls, err: LLMCallError, attachments: tuple[AttachmentResult, ...] = ()) -> Failed:
+        return cls(
+            kind=err.kind,
+            attachments=attachments,
+            ledger_id=err.ledger_id,
+            budget=err.budget,
+            resets_at=err.resets_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +167,7 @@ class AskService:
         try:
             result = await self.gateway.complete(request)
         except LLMCallError as err:
-            return Failed(kind=err.kind, attachments=processed, ledger_id=err.ledger_id)
+            return Failed.of(err, processed)
         return Answered(
             text=result.text,
             usage=result.usage,
@@ -151,4 +176,5 @@ class AskService:
             backend=result.backend,
             attachments=processed,
             ledger_id=result.ledger_id,
+            degraded_from=degraded_from(result),
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ibot import tokens
 from ibot.llm.gateway import Gateway
 from ibot.llm.types import CallContext, ChatMessage, LLMCallError, LLMRequest
-from ibot.services.ask import Answered, Failed, FeatureConfig, PromptBuilder
+from ibot.services.ask import Answered, Failed, FeatureConfig, PromptBuilder, degraded_from
 
 SEEN_LIMIT = 10_000
 
@@ -104,7 +104,7 @@ class ChatService:
             try:
                 result = await self.gateway.complete(request)
             except LLMCallError as err:
-                return Failed(kind=err.kind, ledger_id=err.ledger_id)
+                return Failed.of(err)
             memory.append(user)
             memory.append(ChatMessage("assistant", result.text))
             return Answered(
@@ -114,4 +114,5 @@ class ChatService:
                 model=result.model,
                 backend=result.backend,
                 ledger_id=result.ledger_id,
+                degraded_from=degraded_from(result),
             )

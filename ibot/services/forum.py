@@ -16,7 +16,14 @@ from ibot import tokens
 from ibot.db.threads import ThreadState, ThreadStore
 from ibot.llm.gateway import Gateway
 from ibot.llm.types import CallContext, ChatMessage, Feature, LLMCallError, LLMRequest
-from ibot.services.ask import Answered, Failed, FeatureConfig, PromptBuilder, attachments_block
+from ibot.services.ask import (
+    Answered,
+    Failed,
+    FeatureConfig,
+    PromptBuilder,
+    attachments_block,
+    degraded_from,
+)
 from ibot.services.attachments import AttachmentLimits, AttachmentSource, process_attachments
 
 
@@ -118,7 +125,7 @@ class ForumService:
         try:
             result = await self.gateway.complete(request)
         except LLMCallError as err:
-            return Failed(kind=err.kind, attachments=processed, ledger_id=err.ledger_id)
+            return Failed.of(err, processed)
         return Answered(
             text=result.text,
             usage=result.usage,
@@ -127,4 +134,5 @@ class ForumService:
             backend=result.backend,
             attachments=processed,
             ledger_id=result.ledger_id,
+            degraded_from=degraded_from(result),
         )

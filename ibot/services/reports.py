@@ -249,6 +249,37 @@ def _sum_rows(rows: Iterable[ReportRow]) -> ReportRow:
     return total
 
 
+@dataclass(frozen=True, slots=True)
+class DailyCost:
+    """Known cost of one UTC day for one feature (a bar segment of the cost chart)."""
+
+    day: date
+    feature: str
+    cost_micros: int
+
+
+async def daily_cost_by_feature(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    period: Period,
+    *,
+    guild_id: int | None = None,
+) -> list[DailyCost]:
+    """Known cost per UTC day and feature over `period`, summed by the database, in
+    day order; days and features without calls are simply absent."""
+    async with sessionmaker() as session:
+        day = _utc_day(session.bind.dialect.name).label("day")
+        query = select(day, LedgerRecord.feature, known_cost_sum())
+        query = where_period(query, start=period.start, end=period.end, guild_id=guild_id)
+        query = query.group_by(day, LedgerRecord.feature).order_by(day, LedgerRecord.feature)
+        result = (await session.execute(query)).all()
+    return [DailyCost(_as_date(key), feature, int(cost)) for key, feature, cost in result]
+
+
+def _as_date(value: Any) -> date:
+    # SQLite's date() returns text, PostgreSQL a date.
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
 async def ledger_rows(
     sessionmaker: async_sessionmaker[AsyncSession],
     period: Period,

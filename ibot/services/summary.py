@@ -63,6 +63,8 @@ class NothingToSummarize:
 @dataclass(frozen=True, slots=True)
 class SummaryFailed:
     kind: ErrorKind
+    budget: str | None = None  # for a budget refusal: the spent cap and when it resets
+    resets_at: datetime | None = None
 
 
 SummaryOutcome = Summarized | NothingToSummarize | SummaryFailed
@@ -97,7 +99,7 @@ class SummaryService:
         try:
             text = await self._summarize_lines(lines, channel, context, results)
         except LLMCallError as err:
-            return SummaryFailed(err.kind)
+            return SummaryFailed(err.kind, budget=err.budget, resets_at=err.resets_at)
         return Summarized(
             text=text,
             usage=_sum_usage(results),

@@ -32,7 +32,7 @@ from ibot.testing.fake_openai import FakeOpenAI
 
 DISCORD_TOKEN = "fake-discord-token"
 OPENAI_KEY = "sk-fake-harness-key-0123456789abcdef"
-COMMANDS = ("ask-gpt", "summary")
+COMMANDS = ("ask-gpt", "summary", "budget", "cost-report")
 
 
 @dataclass

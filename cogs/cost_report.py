@@ -1,0 +1,282 @@
+"""/cost-report: where the money goes, for admins, as an embed with a chart (and a CSV).
+
+Thin on purpose: the numbers come from ibot.services.report_view (Discord-free, tested
+against the ledger directly); this cog checks who asks, turns the view into an embed and
+attaches the files. Members are shown as <@id> mentions, which never ping (no mentions
+allowed), and the answer is private to the admin unless asked otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import timedelta
+
+import nextcord
+import structlog
+from nextcord import SlashOption
+from nextcord.ext import commands
+
+from cogs._render import EMBED_COLOUR, NO_MENTIONS, member_facts
+from ibot.app import Services
+from ibot.i18n import t
+from ibot.pricing import format_usd  # 4 decimals, as in every footer
+from ibot.services.permissions import Access
+from ibot.services.report_view import (
+    MAX_CUSTOM_DAYS,
+    PERIOD_CHOICES,
+    Change,
+    ChartText,
+    PeriodError,
+    ReportView,
+    build_report_view,
+    choose_period,
+    export_rows_csv,
+    period_days,
+    render_chart_async,
+)
+from ibot.services.reports import NO_KEY, GroupBy, Period, ReportRow
+
+log = structlog.get_logger("ibot.cost_report")
+
+CHART_FILE = "costs.png"
+CSV_FILE = "ledger.csv"
+GROUP_CHOICES = ("feature", "user", "model", "channel", "day")
+
+
+class CostReportCog(commands.Cog):
+    def __init__(self, bot: commands.Bot, services: Services) -> None:
+        self.bot = bot
+        self.services = services
+        self.policy = services.role_policy()
+        self.lang = services.settings.prompts.language
+
+    @nextcord.slash_command(
+        name="cost-report",
+        description="AI spending: totals, top entries, change and chart (admins).",
+        description_localizations={
+            nextcord.Locale.fr: "Dépenses IA : totaux, top, évolution et graphique (admins)."
+        },
+        contexts=[nextcord.InteractionContextType.guild],
+    )
+    async def cost_report(
+        self,
+        interaction: nextcord.Interaction,
+        period: str = SlashOption(
+            description="Which period (custom: give from/to).",
+            description_localizations={
+                nextcord.Locale.fr: "Quelle période (custom : donne from/to)."
+            },
+            choices={choice: choice for choice in PERIOD_CHOICES},
+            required=False,
+            default="7d",
+        ),
+        group_by: str = SlashOption(
+            description="Group the top entries by.",
+            description_localizations={nextcord.Locale.fr: "Regrouper le top par."},
+            choices={choice: choice for choice in GROUP_CHOICES},
+            required=False,
+            default="feature",
+        ),
+        first: str | None = SlashOption(
+            name="from",
+            description="First day, YYYY-MM-DD (UTC).",
+            description_localizations={nextcord.Locale.fr: "Premier jour, AAAA-MM-JJ (UTC)."},
+            required=False,
+            default=None,
+            max_length=10,
+        ),
+        last: str | None = SlashOption(
+            name="to",
+            description="Last day included, YYYY-MM-DD (default: today).",
+            description_localizations={
+                nextcord.Locale.fr: "Dernier jour inclus, AAAA-MM-JJ (défaut : aujourd'hui)."
+            },
+            required=False,
+            default=None,
+            max_length=10,
+        ),
+        export: bool = SlashOption(
+            description="Attach every call of the period as CSV.",
+            description_localizations={
+                nextcord.Locale.fr: "Joindre chaque appel de la période en CSV."
+            },
+            required=False,
+            default=False,
+        ),
+        private: bool = SlashOption(
+            description="Only you see the report (default: yes).",
+            description_localizations={
+                nextcord.Locale.fr: "Toi seul vois le rapport (par défaut : oui)."
+            },
+            required=False,
+            default=True,
+        ),
+    ) -> None:
+        facts = member_facts(interaction.user, interaction.guild, interaction.permissions)
+        if not self.policy.allows(Access.ADMIN, facts):
+            await interaction.response.send_message(
+                t("cost_report.refused", self.lang), ephemeral=True
+            )
+            return
+        try:
+            chosen = choose_period(period, first, last)
+        except PeriodError as err:
+            await interaction.response.send_message(
+                t(f"cost_report.period.{err.code}", self.lang, days=MAX_CUSTOM_DAYS),
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(ephemeral=private)
+        guild_id = interaction.guild_id
+        sessionmaker = self.services.sessionmaker
+        view = await build_report_view(sessionmaker, chosen, group_by, guild_id=guild_id)
+        cap = await self._daily_cap(guild_id)
+        chart = await render_chart_async(
+            view.daily, period_days(chosen), daily_cap_micros=cap, text=self._chart_text()
+        )
+        files = [nextcord.File(io.BytesIO(chart), filename=CHART_FILE)]
+        if export:
+            rows = await export_rows_csv(sessionmaker, chosen, guild_id=guild_id)
+            files.append(nextcord.File(io.BytesIO(rows.encode()), filename=CSV_FILE))
+        name = _period_name(period, first, last, chosen, self.lang)
+        embed = report_embed(view, name, cap, self.lang)
+        await interaction.followup.send(
+            embed=embed, files=files, ephemeral=private, allowed_mentions=NO_MENTIONS
+        )
+
+    async def _daily_cap(self, guild_id: int | None) -> int | None:
+        """The guild's daily cap in force: the one set with /budget when the budget
+        service knows it, else the configured one."""
+        configured = self.services.settings.budgets.guild_daily_micros
+        budgets = getattr(self.services, "budgets", None)
+        cap_of = getattr(budgets, "cap", None)
+        if guild_id is None or cap_of is None:
+            return configured
+        try:
+            return await cap_of(guild_id, "guild_daily")
+        except Exception:  # the line on a chart is not worth failing the report for
+            log.warning("daily_cap_unavailable", guild_id=guild_id, exc_info=True)
+            return configured
+
+    def _chart_text(self) -> ChartText:
+        return ChartText(
+            title=t("cost_report.chart.title", self.lang),
+            x_label=t("cost_report.chart.x", self.lang),
+            y_label=t("cost_report.chart.y", self.lang),
+            cap_label=t("cost_report.chart.cap", self.lang),
+            empty=t("cost_report.chart.empty", self.lang),
+        )
+
+
+def report_embed(view: ReportView, period_name: str, cap: int | None, lang: str) -> nextcord.Embed:
+    """Totals with their change, the top entries and the chart, in one embed."""
+    report = view.report
+    embed = nextcord.Embed(
+        title=t("cost_report.title", lang, period=period_name),
+        description=_top_text(view, lang),
+        colour=EMBED_COLOUR,
+    )
+    embed.add_field(
+        name=t("cost_report.calls", lang), value=_figure(view.calls, _count, lang), inline=True
+    )
+    embed.add_field(
+        name=t("cost_report.tokens", lang), value=_figure(view.tokens, _count, lang), inline=True
+    )
+    embed.add_field(
+        name=t("cost_report.cost", lang), value=_figure(view.cost, _usd, lang), inline=True
+    )
+    notes = [_range_text(report.period, view.previous, lang)]
+    if cap is not None:
+        notes.append(t("cost_report.daily_cap", lang, cap=format_usd(cap)))
+    if report.totals.unknown_cost_calls:
+        notes.append(t("cost_report.unpriced", lang, count=report.totals.unknown_cost_calls))
+    embed.set_footer(text="\n".join(notes))
+    embed.set_image(url=f"attachment://{CHART_FILE}")
+    return embed
+
+
+def _top_text(view: ReportView, lang: str) -> str:
+    report = view.report
+    if not report.rows:
+        return t("cost_report.no_calls", lang)
+    grouping = t(f"cost_report.group.{report.group_by}", lang)
+    lines = [f"**{t('cost_report.top_title', lang, grouping=grouping)}**"]
+    for rank, row in enumerate(report.rows, start=1):
+        lines.append(
+            t(
+                "cost_report.top_line",
+                lang,
+                rank=rank,
+                name=_key_text(row, report.group_by, lang),
+                cost=format_usd(row.cost_micros),
+                calls=_count(row.calls, lang),
+                tokens=_count(row.prompt_tokens + row.completion_tokens, lang),
+            )
+        )
+    if report.other_groups:
+        lines.append(t("cost_report.more", lang, count=report.other_groups))
+    return "\n".join(lines)
+
+
+def _key_text(row: ReportRow, group_by: GroupBy, lang: str) -> str:
+    if row.key == NO_KEY:
+        return t("cost_report.none_key", lang)
+    if group_by is GroupBy.user:
+        return f"<@{row.key}>"
+    if group_by is GroupBy.channel:
+        return f"<#{row.key}>"
+    if group_by is GroupBy.day:
+        return row.key
+    return f"`{row.key}`"
+
+
+def _figure(change: Change, show: Callable[[int, str], str], lang: str) -> str:
+    """'**1 234**' then the change: '+12 (+3.5 %) vs previous period'."""
+    sign = "+" if change.delta >= 0 else "-"
+    delta = sign + show(abs(change.delta), lang)
+    percent = change.percent_text("," if lang == "fr" else ".")
+    if percent is None:
+        line = t("cost_report.change_from_zero", lang, delta=delta)
+    else:
+        line = t("cost_report.change", lang, delta=delta, percent=percent)
+    return f"**{show(change.current, lang)}**\n{line}"
+
+
+def _count(number: int, lang: str) -> str:
+    text = f"{number:,}"
+    return text.replace(",", "\u202f") if lang == "fr" else text
+
+
+def _usd(micros: int, lang: str) -> str:
+    return f"{format_usd(micros)} USD"
+
+
+def _range_text(period: Period, previous: Period, lang: str) -> str:
+    fmt = "%Y-%m-%d %H:%M"
+    return t(
+        "cost_report.range",
+        lang,
+        start=period.start.strftime(fmt),
+        end=period.end.strftime(fmt),
+        previous_start=previous.start.strftime(fmt),
+        previous_end=previous.end.strftime(fmt),
+    )
+
+
+def _period_name(
+    choice: str, first: str | None, last: str | None, period: Period, lang: str
+) -> str:
+    if first or last or choice == "custom":
+        last_day = (period.end - timedelta(microseconds=1)).date()
+        return t(
+            "cost_report.period_name.custom",
+            lang,
+            first=period.start.date().isoformat(),
+            last=last_day.isoformat(),
+        )
+    return t(f"cost_report.period_name.{choice}", lang)
+
+
+def setup(bot: commands.Bot, *, services: Services) -> None:
+    bot.add_cog(CostReportCog(bot, services))

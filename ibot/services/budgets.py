@@ -1,0 +1,444 @@
+"""Spending caps that concurrent calls can never overshoot: the gateway's budget hook.
+
+Three caps, in integer micro-dollars, each optional:
+
+- ``guild_daily`` and ``guild_monthly``: everything a guild spends, every feature;
+- ``user_daily``: what one member spends in a guild through /ask-gpt and the chat channel
+  (the features a member triggers at will; forum auto-replies and summaries are not
+  theirs to ration).
+
+The cap in force for a guild is the newest `/budget set` stored in ``budget_changes``,
+else the TOML value. Periods are UTC days and UTC calendar months.
+
+Before a call the gateway *reserves* its worst-case cost: spent (the ledger's real costs
+of the period) + held by calls in flight + this worst case must fit under every cap that
+applies, checked and held under one asyncio.Lock, so 200 simultaneous calls cannot all
+see the same room. After the call `settle` swaps the hold for the real cost. What was
+spent is read from the ledger once per scope and period and then kept up to date in
+memory by `settle`, so a burst of calls costs no SUM query each.
+
+Reservations live in memory only: after a crash they are gone and only the ledger's real
+costs count, which is what was actually spent.
+
+Crossing 50 / 80 / 100 % (settings) of a guild cap raises one `Alert` per threshold and
+period, handed to an async `alert_sink` in a task of its own so an alert can neither
+delay nor fail a model call. ``budget_alerts`` makes "once" survive restarts.
+
+Calls outside any guild (the `ibot ask` command line) are not capped: caps are per guild.
+Nothing here imports nextcord: the budget cog renders and posts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+import structlog
+
+from ibot.config import BudgetsSettings
+from ibot.db.budgets import BudgetChange, BudgetStore
+from ibot.db.ledger import Ledger
+from ibot.llm.budget import BudgetExceeded, Reservation
+from ibot.llm.types import CallContext, Feature
+from ibot.pricing import usd_to_micros
+
+log = structlog.get_logger("ibot.budgets")
+
+
+class Scope(StrEnum):
+    GUILD_DAILY = "guild_daily"
+    GUILD_MONTHLY = "guild_monthly"
+    USER_DAILY = "user_daily"
+
+    @property
+    def monthly(self) -> bool:
+        return self is Scope.GUILD_MONTHLY
+
+
+# The features a member's own daily cap applies to (/ask-gpt and the chat channel).
+USER_CAPPED_FEATURES = frozenset({Feature.ASK, Feature.CHAT})
+# Admins are alerted about the guild's caps; one member's cap is that member's business.
+ALERTED_SCOPES = (Scope.GUILD_DAILY, Scope.GUILD_MONTHLY)
+# Words that remove a cap in `/budget set`.
+NO_CAP_WORDS = frozenset({"none", "no", "off", "aucun", "aucune", "non", "∞"})
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start: datetime  # inclusive, UTC
+    end: datetime  # exclusive: when the cap frees up
+    key: str  # "2026-11-21" or "2026-11"
+
+
+def period_of(scope: Scope, now: datetime) -> Period:
+    """The UTC day (or month, for guild_monthly) that contains `now`."""
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if not scope.monthly:
+        return Period(day, day + timedelta(days=1), day.strftime("%Y-%m-%d"))
+    start = day.replace(day=1)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return Period(start, end, start.strftime("%Y-%m"))
+
+
+def parse_cap(text: str) -> int | None:
+    """A cap typed in `/budget set`: "5", "2.50", "2,50 $" -> micro-dollars; "none" -> None.
+
+    Raises ValueError for anything else (negative, not a number); 0 is a valid cap that
+    stops all spending.
+    """
+    cleaned = text.strip().lower()
+    if cleaned in NO_CAP_WORDS:
+        return None
+    cleaned = cleaned.replace("usd", "").replace("$", "").replace(" ", "").replace(",", ".")
+    if not cleaned:
+        raise ValueError(f"not a USD amount: {text!r}")
+    return usd_to_micros(cleaned)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Spending of a guild cap crossed `threshold` percent in `period_key`."""
+
+    guild_id: int
+    scope: Scope
+    threshold: int  # percent
+    period_key: str
+    spent_micros: int
+    cap_micros: int
+    resets_at: datetime
+
+
+AlertSink = Callable[[Alert], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeStatus:
+    """One cap as `/budget show` presents it."""
+
+    scope: Scope
+    cap_micros: int | None  # None: no cap
+    change: BudgetChange | None  # the /budget change in force; None: the TOML value
+    spent_micros: int  # real costs of the current period
+    reserved_micros: int  # held by calls in flight
+    resets_at: datetime
+    period_key: str
+
+
+# (scope, guild id, user id for user_daily else None, period key)
+_Key = tuple[Scope, int, int | None, str]
+
+
+class BudgetManager:
+    """The budget hook with real caps (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        ledger: Ledger,
+        store: BudgetStore,
+        settings: BudgetsSettings,
+        alert_sink: AlertSink | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.alert_sink = alert_sink
+        self._clock = clock
+        self._config_caps: dict[Scope, int | None] = {
+            Scope.GUILD_DAILY: settings.guild_daily_micros,
+            Scope.GUILD_MONTHLY: settings.guild_monthly_micros,
+            Scope.USER_DAILY: settings.user_daily_micros,
+        }
+        # Whole percents, compared as spent * 100 >= percent * cap: no float rounding.
+        percents = {
+            int((Decimal(repr(t)) * 100).to_integral_value()) for t in settings.alert_thresholds
+        }
+        self.thresholds: tuple[int, ...] = tuple(sorted(percents))
+        self._lock = asyncio.Lock()
+        self._changes: dict[int, dict[Scope, BudgetChange]] = {}
+        self._spent: dict[_Key, int] = {}
+        self._reserved: defaultdict[_Key, int] = defaultdict(int)
+        self._holds: dict[int, tuple[tuple[_Key, ...], int]] = {}
+        self._tokens = itertools.count(1)
+        self._alerted: set[tuple[_Key, int]] = set()
+        self._alert_tasks: set[asyncio.Task[None]] = set()
+        self._current_day = ""
+
+    # ---- the BudgetHook protocol ---------------------------------------------------------
+
+    async def reserve(
+        self, context: CallContext, model: str, worst_case_micros: int | None
+    ) -> Reservation:
+        """Hold `worst_case_micros` against every cap that applies, or raise BudgetExceeded.
+
+        A call whose model has no price (`worst_case_micros` None) is refused as soon as
+        any cap applies: nothing proves it fits. With no cap it runs and nothing is held.
+        A call that costs nothing (0: the local model) always fits, even once a lowered
+        cap is below what was already spent: it cannot add to the spending.
+        When several caps would be passed, the one that frees up last is named: that is
+        when the call could run again.
+        """
+        scopes = self._scopes(context)
+        if not scopes:
+            return Reservation(context=context, model=model, micros=worst_case_micros or 0)
+        assert context.guild_id is not None
+        now = self._clock()
+        async with self._lock:
+            self._forget_old_periods(now)
+            caps = await self._caps(context.guild_id)
+            keys: list[_Key] = []
+            exceeded: list[tuple[Scope, Period]] = []
+            for scope in scopes:
+                period = period_of(scope, now)
+                key = self._key(scope, context, period)
+                await self._load(key, period)
+                keys.append(key)
+                cap = caps[scope]
+                if cap is None:
+                    continue
+                if worst_case_micros is None or (
+                    worst_case_micros > 0
+                    and self._spent[key] + self._reserved[key] + worst_case_micros > cap
+                ):
+                    exceeded.append((scope, period))
+            if exceeded:
+                scope, period = max(exceeded, key=lambda item: item[1].end)
+                raise BudgetExceeded(scope.value, period.end)
+            held = worst_case_micros or 0
+            for key in keys:
+                self._reserved[key] += held
+            token = next(self._tokens)
+            self._holds[token] = (tuple(keys), held)
+        return Reservation(context=context, model=model, micros=held, token=token)
+
+    async def settle(self, reservation: Reservation, actual_micros: int | None) -> None:
+        """Replace the hold by the real cost (an unknown cost counts 0, as in the ledger),
+        then start the alerts this spending crossed."""
+        async with self._lock:
+            hold = self._holds.pop(reservation.token, None)
+            if hold is None:
+                return  # AllowAll-style reservation (no guild), or settled twice
+            keys, held = hold
+            actual = actual_micros or 0
+            for key in keys:
+                self._reserved[key] -= held
+                if key in self._spent:
+                    self._spent[key] += actual
+            crossed = self._crossed(keys) if self.alert_sink is not None else []
+        for key, thresholds, spent, cap in crossed:
+            self._spawn(self._send_alert(key, thresholds, spent, cap))
+
+    # ---- run-time changes and status -----------------------------------------------------
+
+    async def set_cap(
+        self, guild_id: int, scope: Scope | str, cap_micros: int | None, *, changed_by: int
+    ) -> BudgetChange:
+        """Store a new cap for the guild (None: no cap), with who changed it and when."""
+        scope = Scope(scope)
+        if cap_micros is not None and cap_micros < 0:
+            raise ValueError("a cap cannot be negative")
+        async with self._lock:
+            caps = await self._caps(guild_id)
+            change = await self.store.add_change(
+                guild_id=guild_id,
+                scope=scope.value,
+                cap_micros=cap_micros,
+                changed_by=changed_by,
+                previous_micros=caps[scope],
+                changed_at=self._clock(),
+            )
+            self._changes[guild_id][scope] = change
+        log.info(
+            "budget_changed",
+            guild_id=guild_id,
+            scope=scope.value,
+            cap_micros=cap_micros,
+            previous_micros=change.previous_micros,
+            changed_by=changed_by,
+        )
+        return change
+
+    async def cap(self, guild_id: int, scope: Scope | str) -> int | None:
+        """The cap in force (micro-dollars), None when there is none."""
+        async with self._lock:
+            return (await self._caps(guild_id))[Scope(scope)]
+
+    async def status(self, guild_id: int, user_id: int | None = None) -> list[ScopeStatus]:
+        """Every cap of the guild with what is spent and held now; the user_daily line
+        shows `user_id`'s own spending (0 without one)."""
+        now = self._clock()
+        statuses = []
+        async with self._lock:
+            caps = await self._caps(guild_id)
+            for scope in Scope:
+                period = period_of(scope, now)
+                spent = reserved = 0
+                if scope is not Scope.USER_DAILY or user_id is not None:
+                    key: _Key = (
+                        scope,
+                        guild_id,
+                        user_id if scope is Scope.USER_DAILY else None,
+                        period.key,
+                    )
+                    await self._load(key, period)
+                    spent, reserved = self._spent[key], self._reserved.get(key, 0)
+                statuses.append(
+                    ScopeStatus(
+                        scope=scope,
+                        cap_micros=caps[scope],
+                        change=self._changes[guild_id].get(scope),
+                        spent_micros=spent,
+                        reserved_micros=reserved,
+                        resets_at=period.end,
+                        period_key=period.key,
+                    )
+                )
+        return statuses
+
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for the alerts being sent (tests, and a clean shutdown), at most
+        `timeout_s`; alerts still pending then are cancelled."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._alert_tasks:
+                    await asyncio.gather(*list(self._alert_tasks), return_exceptions=True)
+        except TimeoutError:
+            for task in list(self._alert_tasks):
+                task.cancel()
+            log.warning("budget_alerts_dropped", count=len(self._alert_tasks))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _scopes(self, context: CallContext) -> list[Scope]:
+        if context.guild_id is None:
+            return []
+        scopes = [Scope.GUILD_DAILY, Scope.GUILD_MONTHLY]
+        if context.user_id is not None and context.feature in USER_CAPPED_FEATURES:
+            scopes.append(Scope.USER_DAILY)
+        return scopes
+
+    @staticmethod
+    def _key(scope: Scope, context: CallContext, period: Period) -> _Key:
+        assert context.guild_id is not None
+        user = context.user_id if scope is Scope.USER_DAILY else None
+        return (scope, context.guild_id, user, period.key)
+
+    async def _caps(self, guild_id: int) -> dict[Scope, int | None]:
+        """Caps in force for the guild (lock held): its newest changes, else the TOML."""
+        if guild_id not in self._changes:
+            latest = await self.store.latest_changes(guild_id)
+            self._changes[guild_id] = {
+                Scope(scope): change for scope, change in latest.items() if scope in Scope
+            }
+        changes = self._changes[guild_id]
+        return {
+            scope: changes[scope].cap_micros if scope in changes else self._config_caps[scope]
+            for scope in Scope
+        }
+
+    async def _load(self, key: _Key, period: Period) -> None:
+        """Read the period's spending from the ledger, once (lock held).
+
+        Every call of a guild reserves against all its scopes, capped or not, so once a
+        key is loaded every later cost reaches it through `settle`; a key is only loaded
+        when no call in flight holds it.
+        """
+        if key in self._spent:
+            return
+        scope, guild_id, user_id, _ = key
+        self._spent[key] = await self.ledger.spent_micros(
+            start=period.start,
+            end=period.end,
+            guild_id=guild_id,
+            user_id=user_id,
+            features=USER_CAPPED_FEATURES if scope is Scope.USER_DAILY else None,
+        )
+
+    def _forget_old_periods(self, now: datetime) -> None:
+        """Drop the figures of past days and months once nothing in flight holds them."""
+        day = period_of(Scope.GUILD_DAILY, now).key
+        if day == self._current_day:
+            return
+        self._current_day = day
+        current = {day, period_of(Scope.GUILD_MONTHLY, now).key}
+        for key in [k for k in self._spent if k[3] not in current]:
+            if not self._reserved.get(key):
+                del self._spent[key]
+                self._reserved.pop(key, None)
+        self._alerted = {item for item in self._alerted if item[0][3] in current}
+
+    def _crossed(self, keys: Iterable[_Key]) -> list[tuple[_Key, list[int], int, int]]:
+        """Thresholds newly passed by real spending, per alerted guild cap (lock held)."""
+        found = []
+        for key in keys:
+            scope, guild_id, _, _ = key
+            if scope not in ALERTED_SCOPES or key not in self._spent:
+                continue
+            change = self._changes.get(guild_id, {}).get(scope)
+            cap = change.cap_micros if change is not None else self._config_caps[scope]
+            if not cap:  # no cap, or 0: nothing is spent, nothing to warn about
+                continue
+            spent = self._spent[key]
+            new = [
+                pct
+                for pct in self.thresholds
+                if spent * 100 >= pct * cap and (key, pct) not in self._alerted
+            ]
+            if new:
+                self._alerted.update((key, pct) for pct in new)
+                found.append((key, new, spent, cap))
+        return found
+
+    async def _send_alert(self, key: _Key, thresholds: list[int], spent: int, cap: int) -> None:
+        """Claim each threshold in budget_alerts; post one alert for the highest claimed.
+
+        A spending jump past 50 and 80 % at once gives one message (80 %), not two.
+        """
+        scope, guild_id, _, period_key = key
+        claimed = [
+            pct
+            for pct in thresholds
+            if await self.store.claim_alert(
+                guild_id=guild_id, scope=scope.value, period_key=period_key, threshold=pct
+            )
+        ]
+        sink = self.alert_sink
+        if not claimed or sink is None:
+            return
+        period = period_of(scope, datetime.fromisoformat(_period_start(period_key)))
+        await sink(
+            Alert(
+                guild_id=guild_id,
+                scope=scope,
+                threshold=max(claimed),
+                period_key=period_key,
+                spent_micros=spent,
+                cap_micros=cap,
+                resets_at=period.end,
+            )
+        )
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(_logged(coroutine))
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
+
+
+def _period_start(period_key: str) -> str:
+    """ "2026-11" -> "2026-11-01T00:00:00+00:00"; "2026-11-21" -> that day at midnight UTC."""
+    day = period_key if len(period_key) == 10 else f"{period_key}-01"
+    return f"{day}T00:00:00+00:00"
+
+
+async def _logged(coroutine: Awaitable[None]) -> None:
+    try:
+        await coroutine
+    except Exception:
+        log.exception("budget_alert_failed")

@@ -1,0 +1,378 @@
+"""What an admin sees of the spending: totals, top entries, the change, a chart, a CSV.
+
+Discord-free, like reports.py underneath it: /cost-report and `ibot costs report` both
+build on `build_report_view`, and the chart is plain PNG bytes. Every figure is summed
+by the database; only the previous-period comparison is arithmetic here, on integers.
+
+matplotlib is imported inside `render_chart` only: it takes about a second to import,
+and the bot must not pay that at start for a command an admin runs now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ibot.db.ledger import Ledger
+from ibot.services.reports import (
+    MICROS_PER_USD,
+    CostReport,
+    DailyCost,
+    GroupBy,
+    Period,
+    cost_report,
+    daily_cost_by_feature,
+    format_usd,
+    ledger_rows,
+    parse_period,
+    render_json,
+    render_rows_csv,
+)
+
+if TYPE_CHECKING:  # matplotlib is imported lazily (see the module docstring)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+PERIOD_CHOICES = ("today", "7d", "30d", "month", "custom")
+GROUPINGS = (GroupBy.feature, GroupBy.user, GroupBy.model, GroupBy.channel, GroupBy.day)
+MAX_CUSTOM_DAYS = 366  # one bar a day: beyond a year the chart is unreadable
+TOP = 10
+CHART_SIZE = (1000, 500)  # pixels: what Discord shows without scaling much
+_CHART_DPI = 100
+# Fixed colours per feature, so that "ask" is the same colour in every report.
+_FEATURE_COLOURS = {
+    "auto_reply": "#5865F2",
+    "ask": "#57F287",
+    "chat": "#FEE75C",
+    "summary": "#EB459E",
+}
+_OTHER_COLOURS = ("#9B59B6", "#1ABC9C", "#E67E22", "#95A5A6", "#34495E")
+CAP_COLOUR = "#ED4245"  # used by nothing else, so that the cap line stands out
+
+
+# --- periods -------------------------------------------------------------------------
+
+
+class PeriodError(ValueError):
+    """A period an admin cannot have meant; `code` names the reason for translation:
+    needs_from, bad_dates, too_long or unknown."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def choose_period(
+    choice: str = "7d",
+    first: str | None = None,
+    last: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> Period:
+    """The period an admin picked: one of PERIOD_CHOICES, or from/to dates (YYYY-MM-DD,
+    both days included, UTC). Dates win over the choice; `to` alone is refused, `from`
+    alone runs to today. Raises PeriodError."""
+    now = now or datetime.now(UTC)
+    first = first.strip() if first and first.strip() else None
+    last = last.strip() if last and last.strip() else None
+    if first is None and last is None:
+        if choice == "custom":
+            raise PeriodError("needs_from", "a custom period needs a from date (YYYY-MM-DD)")
+        if choice not in PERIOD_CHOICES:
+            raise PeriodError("unknown", f"unknown period {choice!r}: use {PERIOD_CHOICES}")
+        return parse_period(choice, now=now)
+    if first is None:
+        raise PeriodError("needs_from", "a custom period needs a from date (YYYY-MM-DD)")
+    last = last or now.astimezone(UTC).date().isoformat()
+    try:
+        period = parse_period(f"{first}..{last}", now=now)
+    except ValueError as err:
+        raise PeriodError("bad_dates", str(err)) from None
+    if period.end - period.start > timedelta(days=MAX_CUSTOM_DAYS):
+        raise PeriodError("too_long", f"a custom period covers at most {MAX_CUSTOM_DAYS} days")
+    return period
+
+
+def previous_period(period: Period, *, now: datetime | None = None) -> Period:
+    """The period of the same length just before `period`.
+
+    A period that is not over yet (today, this month) is compared by its elapsed part:
+    today until 14:00 against yesterday 00:00 to today 00:00 would always look like a
+    drop, so it is compared with the 14 hours before it instead.
+    """
+    now = now or datetime.now(UTC)
+    elapsed_end = min(period.end, max(now, period.start))
+    length = elapsed_end - period.start
+    if length <= timedelta(0):
+        length = period.end - period.start
+    start = period.start - length
+    label = f"{start:%Y-%m-%d %H:%M}..{period.start:%Y-%m-%d %H:%M} UTC"
+    return Period(start, period.start, label)
+
+
+# --- the report ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A figure now and in the previous period; `percent` is None when there was none
+    before (a change from 0 has no percentage)."""
+
+    current: int
+    previous: int
+
+    @property
+    def delta(self) -> int:
+        return self.current - self.previous
+
+    @property
+    def percent_tenths(self) -> int | None:
+        """The change in tenths of a percent, rounded half away from zero (125 = 12.5 %)."""
+        if self.previous == 0:
+            return None
+        tenths = Fraction(self.delta * 1000, self.previous)
+        return int(tenths + Fraction(1, 2)) if tenths >= 0 else -int(-tenths + Fraction(1, 2))
+
+    def percent_text(self, decimal_mark: str = ".") -> str | None:
+        """'+12.5 %', '-3.0 %', '+0.0 %'; None when there is nothing to compare with."""
+        tenths = self.percent_tenths
+        if tenths is None:
+            return None
+        sign = "-" if tenths < 0 else "+"
+        whole, tenth = divmod(abs(tenths), 10)
+        return f"{sign}{whole}{decimal_mark}{tenth} %"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportView:
+    report: CostReport  # the period, grouped, top entries only (totals over all)
+    previous: Period
+    calls: Change
+    tokens: Change  # prompt + completion tokens (cached and image tokens are prompt tokens)
+    cost: Change  # known costs, micro-dollars
+    daily: list[DailyCost]  # for the chart
+
+    @property
+    def period(self) -> Period:
+        return self.report.period
+
+
+async def build_report_view(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    period: Period,
+    group_by: GroupBy | str,
+    *,
+    guild_id: int | None = None,
+    top: int | None = TOP,
+    now: datetime | None = None,
+) -> ReportView:
+    """The report of `period` grouped by `group_by` (the first `top` groups; None: all),
+    the change against the previous period of the same length, and the daily cost by
+    feature."""
+    report = await cost_report(sessionmaker, period, group_by, guild_id=guild_id, top=top)
+    before = previous_period(period, now=now)
+    old = await Ledger(sessionmaker).totals(start=before.start, end=before.end, guild_id=guild_id)
+    daily = await daily_cost_by_feature(sessionmaker, period, guild_id=guild_id)
+    totals = report.totals
+    return ReportView(
+        report=report,
+        previous=before,
+        calls=Change(totals.calls, old.calls),
+        tokens=Change(
+            totals.prompt_tokens + totals.completion_tokens,
+            old.prompt_tokens + old.completion_tokens,
+        ),
+        cost=Change(totals.cost_micros, old.cost_micros),
+        daily=daily,
+    )
+
+
+async def export_rows_csv(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    period: Period,
+    *,
+    guild_id: int | None = None,
+) -> str:
+    """Every ledger row of the period as CSV (one line per call, after the header)."""
+    return render_rows_csv(await ledger_rows(sessionmaker, period, guild_id=guild_id))
+
+
+def render_comparison(view: ReportView) -> str:
+    """Two lines for the terminal, under the table: the previous period, and the change."""
+    previous = (
+        f"Previous period ({view.previous.label}): {view.calls.previous} calls, "
+        f"{view.tokens.previous} tokens, {format_usd(view.cost.previous)} USD"
+    )
+    changes = ", ".join(
+        f"{name} {_signed(change.delta, show)} ({change.percent_text() or 'none before'})"
+        for name, change, show in (
+            ("calls", view.calls, str),
+            ("tokens", view.tokens, str),
+            ("cost", view.cost, lambda micros: f"{format_usd(micros)} USD"),
+        )
+    )
+    return f"{previous}\nChange: {changes}\n"
+
+
+def render_view_json(view: ReportView) -> str:
+    """render_json's document plus the previous period and the change of each total."""
+    document = json.loads(render_json(view.report))
+    document["previous"] = {
+        "label": view.previous.label,
+        "start": view.previous.start.isoformat(),
+        "end": view.previous.end.isoformat(),
+        "calls": view.calls.previous,
+        "tokens": view.tokens.previous,
+        "cost_micros": view.cost.previous,
+        "cost_usd": format_usd(view.cost.previous),
+    }
+    document["change"] = {
+        name: {
+            "current": change.current,
+            "previous": change.previous,
+            "delta": change.delta,
+            # tenths of a percent are exact in JSON; null: nothing to compare with
+            "percent": None if change.percent_tenths is None else change.percent_tenths / 10,
+        }
+        for name, change in (
+            ("calls", view.calls),
+            ("tokens", view.tokens),
+            ("cost_micros", view.cost),
+        )
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _signed(number: int, show: Callable[[int], str]) -> str:
+    return ("-" if number < 0 else "+") + show(abs(number))
+
+
+# --- the chart -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChartText:
+    """The words on the chart, so that the caller can translate them."""
+
+    title: str = "Daily spend by feature"
+    x_label: str = "Day (UTC)"
+    y_label: str = "Cost (USD)"
+    cap_label: str = "Daily cap"
+    empty: str = "No spending in this period"
+
+
+def period_days(period: Period) -> list[date]:
+    """Every UTC day the period touches, in order (a 30-day period touches 31)."""
+    first = period.start.astimezone(UTC).date()
+    last = (period.end - timedelta(microseconds=1)).astimezone(UTC).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def render_chart(
+    daily: Sequence[DailyCost],
+    days: Sequence[date],
+    *,
+    daily_cap_micros: int | None = None,
+    text: ChartText | None = None,
+) -> bytes:
+    """A PNG (CHART_SIZE pixels) of the daily spend as bars stacked by feature, with a
+    horizontal line at the daily cap when there is one.
+
+    Blocking (tens of milliseconds, a second on first import): call it through
+    `render_chart_async` from async code. Uses matplotlib's object API, not pyplot, so
+    that charts drawn in parallel threads share no global figure state.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    text = text or ChartText()
+    days = list(days) or sorted({item.day for item in daily})
+    index = {day: n for n, day in enumerate(days)}
+    features = sorted({item.feature for item in daily}, key=_feature_order)
+    dollars = {feature: [0.0] * len(days) for feature in features}
+    for item in daily:
+        if item.day in index:  # floats for drawing only; every sum was done on integers
+            dollars[item.feature][index[item.day]] += item.cost_micros / MICROS_PER_USD
+
+    width, height = CHART_SIZE
+    figure = Figure(figsize=(width / _CHART_DPI, height / _CHART_DPI), dpi=_CHART_DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = list(range(len(days)))
+    bottom = [0.0] * len(days)
+    for n, feature in enumerate(features):
+        values = dollars[feature]
+        axes.bar(positions, values, bottom=bottom, label=feature, color=_colour(feature, n))
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    if daily_cap_micros is not None:
+        cap = daily_cap_micros / MICROS_PER_USD
+        axes.axhline(cap, color=CAP_COLOUR, linestyle="--", linewidth=2, label=text.cap_label)
+    if not features:
+        axes.text(0.5, 0.5, text.empty, transform=axes.transAxes, ha="center", va="center")
+    axes.set_title(text.title)
+    axes.set_xlabel(text.x_label)
+    axes.set_ylabel(text.y_label)
+    axes.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
+    highest = max([*bottom, 0.0, 0.0 if daily_cap_micros is None else cap])
+    axes.set_ylim(0, highest * 1.12 if highest > 0 else 1)  # room above the cap line
+    _day_ticks(axes, days)
+    axes.grid(axis="y", alpha=0.3)
+    if features or daily_cap_micros is not None:
+        axes.legend(loc="upper left", fontsize="small")
+    figure.subplots_adjust(left=0.09, right=0.98, top=0.91, bottom=0.16)
+    return _png(figure)
+
+
+async def render_chart_async(
+    daily: Sequence[DailyCost],
+    days: Sequence[date],
+    *,
+    daily_cap_micros: int | None = None,
+    text: ChartText | None = None,
+) -> bytes:
+    """`render_chart` in a worker thread: drawing must not stall the bot's heartbeats."""
+    return await asyncio.to_thread(
+        render_chart, list(daily), list(days), daily_cap_micros=daily_cap_micros, text=text
+    )
+
+
+def _feature_order(feature: str) -> tuple[int, str]:
+    known = list(_FEATURE_COLOURS)
+    return (known.index(feature) if feature in known else len(known), feature)
+
+
+def _colour(feature: str, n: int) -> str:
+    return _FEATURE_COLOURS.get(feature, _OTHER_COLOURS[n % len(_OTHER_COLOURS)])
+
+
+def _usd_tick(value: float, _position: object) -> str:
+    if value == 0 or abs(value) >= 0.1:
+        return f"${value:,.2f}"
+    return f"${value:.4f}".rstrip("0")
+
+
+def _day_ticks(axes: Axes, days: Sequence[date]) -> None:
+    """At most ~15 labelled days, so that a 90-day chart stays readable."""
+    step = max(1, -(-len(days) // 15))
+    ticks = list(range(0, len(days), step))
+    axes.set_xticks(ticks)
+    axes.set_xticklabels([days[n].strftime("%m-%d") for n in ticks], rotation=45, ha="right")
+    axes.set_xlim(-0.6, max(len(days), 1) - 0.4)
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_CHART_DPI)
+    return buffer.getvalue()
