@@ -22,7 +22,9 @@ from ibot.db.threads import ThreadStore
 from ibot.i18n import load_prompts
 from ibot.llm.gateway import Gateway
 from ibot.llm.openai_backend import OpenAIBackend
+from ibot.llm.pacing import Pacer
 from ibot.llm.types import Feature
+from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
 from ibot.services.ask import AskService, FeatureConfig, PromptBuilder
 from ibot.services.attachments import AttachmentLimits
@@ -31,6 +33,9 @@ from ibot.services.chat import ChatService
 from ibot.services.forum import ForumService
 from ibot.services.permissions import RolePolicy
 from ibot.services.summary import SummaryService
+
+# Model calls answered at once; the rest wait in the pacer's priority queue.
+MAX_CONCURRENT_MODEL_CALLS = 8
 
 
 @dataclass
@@ -44,6 +49,8 @@ class Services:
     openai: OpenAIBackend | None
     prompts: PromptBuilder
     budgets: BudgetManager
+    metrics: Metrics
+    pacer: Pacer
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -102,6 +109,7 @@ class Services:
 
     async def aclose(self) -> None:
         await self.budgets.drain(timeout_s=5)
+        await self.pacer.aclose()
         if self.openai is not None:
             await self.openai.aclose()
         await self.engine.dispose()
@@ -143,12 +151,18 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
     budgets = BudgetManager(
         ledger=ledger, store=BudgetStore(sessionmaker), settings=settings.budgets
     )
+    metrics = Metrics()
+    # Rate limits are learned from the first answers' headers; concurrency is bounded.
+    pacer = Pacer(max_concurrency=MAX_CONCURRENT_MODEL_CALLS)
+    metrics.watch_queue(pacer.stats)
     gateway = Gateway(
         ledger=ledger,
         prices=prices,
         openai=openai_backend,
         budget=budgets,
         degrade=degrade_models(settings),
+        pacer=pacer,
+        metrics=metrics,
     )
     templates = load_prompts(settings.prompts.language)
     if settings.prompts.persona:
@@ -164,4 +178,6 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         openai=openai_backend,
         prompts=prompts,
         budgets=budgets,
+        metrics=metrics,
+        pacer=pacer,
     )

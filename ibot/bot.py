@@ -98,6 +98,20 @@ async def run_bot(settings: Settings) -> int:
     assert settings.discord_token is not None
     services = await build_services(settings)
     bot = IBot(services)
+    health = None
+    if settings.health.enabled:
+        from ibot.health import GatewayStatus, HealthServer
+
+        health = HealthServer(
+            metrics=services.metrics,
+            engine=services.engine,
+            gateway_status=lambda: GatewayStatus(
+                connected=bot.is_ready() and not bot.is_closed(), latency_s=bot.latency
+            ),
+            host=settings.health.host,
+            port=settings.health.port,
+        )
+        await health.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on Windows
@@ -118,5 +132,7 @@ async def run_bot(settings: Settings) -> int:
     finally:
         if not bot.is_closed():
             await bot.close()
+        if health is not None:
+            await health.stop()
         await services.aclose()
     return 0
