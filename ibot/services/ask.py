@@ -56,10 +56,19 @@ class Answered:
     # The model asked for, when a budget made a cheaper (or the local) model answer.
     degraded_from: str | None = None
 
-
-def degraded_from(result: LLMResult) -> str | None:
-    """The requested model of a budget fallback, for the answer's footer."""
-    return result.model_requested if result.status is CallStatus.FALLBACK else None
+    @classmethod
+    def of(cls, result: LLMResult, attachments: tuple[AttachmentResult, ...] = ()) -> Answered:
+        fallback = result.status is CallStatus.FALLBACK
+        return cls(
+            text=result.text,
+            usage=result.usage,
+            cost_micros=result.cost_micros,
+            model=result.model,
+            backend=result.backend,
+            attachments=attachments,
+            ledger_id=result.ledger_id,
+            degraded_from=result.model_requested if fallback else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,17 @@ class Failed:
             budget=err.budget,
             resets_at=err.resets_at,
         )
+
+
+async def call_for_outcome(
+    gateway: Gateway, request: LLMRequest, attachments: tuple[AttachmentResult, ...] = ()
+) -> Answered | Failed:
+    """One gateway call, as the typed outcome a cog renders (its ledger row is written)."""
+    try:
+        result = await gateway.complete(request)
+    except LLMCallError as err:
+        return Failed.of(err, attachments)
+    return Answered.of(result, attachments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,17 +184,4 @@ class AskService:
             context=context,
             temperature=self.config.temperature,
         )
-        try:
-            result = await self.gateway.complete(request)
-        except LLMCallError as err:
-            return Failed.of(err, processed)
-        return Answered(
-            text=result.text,
-            usage=result.usage,
-            cost_micros=result.cost_micros,
-            model=result.model,
-            backend=result.backend,
-            attachments=processed,
-            ledger_id=result.ledger_id,
-            degraded_from=degraded_from(result),
-        )
+        return await call_for_outcome(self.gateway, request, processed)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from ibot import tokens
 from ibot.llm.gateway import Gateway
-from ibot.llm.types import CallContext, ChatMessage, LLMCallError, LLMRequest
-from ibot.services.ask import Answered, Failed, FeatureConfig, PromptBuilder, degraded_from
+from ibot.llm.types import CallContext, ChatMessage, LLMRequest
+from ibot.services.ask import Answered, Failed, FeatureConfig, PromptBuilder, call_for_outcome
 
 SEEN_LIMIT = 10_000
 
@@ -101,18 +101,8 @@ class ChatService:
                 context=context,
                 temperature=self.config.temperature,
             )
-            try:
-                result = await self.gateway.complete(request)
-            except LLMCallError as err:
-                return Failed.of(err)
-            memory.append(user)
-            memory.append(ChatMessage("assistant", result.text))
-            return Answered(
-                text=result.text,
-                usage=result.usage,
-                cost_micros=result.cost_micros,
-                model=result.model,
-                backend=result.backend,
-                ledger_id=result.ledger_id,
-                degraded_from=degraded_from(result),
-            )
+            outcome = await call_for_outcome(self.gateway, request)
+            if isinstance(outcome, Answered):
+                memory.append(user)
+                memory.append(ChatMessage("assistant", outcome.text))
+            return outcome

@@ -15,14 +15,14 @@ from datetime import datetime
 from ibot import tokens
 from ibot.db.threads import ThreadState, ThreadStore
 from ibot.llm.gateway import Gateway
-from ibot.llm.types import CallContext, ChatMessage, Feature, LLMCallError, LLMRequest
+from ibot.llm.types import CallContext, ChatMessage, Feature, LLMRequest
 from ibot.services.ask import (
     Answered,
     Failed,
     FeatureConfig,
     PromptBuilder,
     attachments_block,
-    degraded_from,
+    call_for_outcome,
 )
 from ibot.services.attachments import AttachmentLimits, AttachmentSource, process_attachments
 
@@ -122,17 +122,4 @@ class ForumService:
             ),
             temperature=self.config.temperature,
         )
-        try:
-            result = await self.gateway.complete(request)
-        except LLMCallError as err:
-            return Failed.of(err, processed)
-        return Answered(
-            text=result.text,
-            usage=result.usage,
-            cost_micros=result.cost_micros,
-            model=result.model,
-            backend=result.backend,
-            attachments=processed,
-            ledger_id=result.ledger_id,
-            degraded_from=degraded_from(result),
-        )
+        return await call_for_outcome(self.gateway, request, processed)
