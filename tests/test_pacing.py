@@ -54,17 +54,18 @@ async def test_interactive_calls_overtake_waiting_auto_replies():
 
 async def test_token_bucket_holds_calls_until_it_refills():
     clock = Clock()
-    pacer = Pacer(max_concurrency=100, clock=clock, tokens_per_minute=6000)  # 100 tokens/s
+    # 100 tokens/s; 3 % of the bucket (180 tokens) stays in reserve.
+    pacer = Pacer(max_concurrency=100, clock=clock, tokens_per_minute=6000)
     granted: list[int] = []
 
     async def call(i: int) -> None:
-        async with pacer.slot(Feature.ASK, 2000):
+        async with pacer.slot(Feature.ASK, 1900):
             granted.append(i)
 
     tasks = [asyncio.create_task(call(i)) for i in range(5)]
     await settle()
-    assert granted == [0, 1, 2]  # 6000 tokens: three calls of 2000
-    clock.now += 10  # 1000 tokens refilled: not enough for a call of 2000
+    assert granted == [0, 1, 2]  # 6000 tokens: three calls of 1900 (+ the reserve)
+    clock.now += 10  # 1000 tokens refilled, 1300 in all: not enough for 1900 + 180
     pacer.poke()
     await settle()
     assert granted == [0, 1, 2]
@@ -151,7 +152,7 @@ async def test_refill_rate_is_learned_from_the_reset_header():
     task = asyncio.create_task(call())
     await settle()
     assert not done.is_set()
-    clock.now += 2.0  # 2000 tokens back at 1000/s
+    clock.now += 2.2  # 2000 tokens (+ the 180 reserve) back at 1000/s
     pacer.poke()
     await task
     await pacer.aclose()

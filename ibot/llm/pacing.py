@@ -27,6 +27,11 @@ from enum import IntEnum
 
 from ibot.llm.types import Feature, RateLimitInfo
 
+# A reset duration this long is precise enough to derive the refill rate from.
+PRECISE_RESET_S = 1.0
+# The share of the tokens bucket kept in reserve (see _Bucket.wait_for).
+SAFETY_RESERVE = 0.03
+
 
 class Priority(IntEnum):
     INTERACTIVE = 0
@@ -40,10 +45,12 @@ def priority_of(feature: Feature) -> Priority:
 class _Bucket:
     """A per-minute budget refilled continuously; unknown until the first headers."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], reserve: float = 0.0) -> None:
         self._clock = clock
+        self.reserve = reserve  # share of the limit kept in reserve
         self.limit: float | None = None
         self.rate: float | None = None  # refill per second; limit/60 until headers say
+        self._rate_basis_s = 0.0  # the reset duration the rate was derived from
         self.level = 0.0
         self._at = clock()
         self._observed = False
@@ -64,7 +71,10 @@ class _Bucket:
         if self.limit is None:
             return 0.0
         self._refill()
-        need = min(amount, self.limit)  # a call larger than the bucket waits for a full one
+        # Keep a small reserve: the server counts a call when it arrives, and our clock
+        # and its clock drift apart; the reserve absorbs that without costing throughput
+        # (the refill rate is unchanged). A call larger than the bucket waits for a full one.
+        need = min(amount + self.reserve * self.limit, self.limit)
         if self.level >= need:
             return 0.0
         return (need - self.level) / self._rate
@@ -91,8 +101,16 @@ class _Bucket:
             return
         self._refill()
         self.limit = float(limit)
-        if reset_s and reset_s > 0 and remaining < limit:
+        # Resets are rounded (to the millisecond, or the second): a short one gives a
+        # rough rate, which could overshoot the server's. Learn from the longest seen,
+        # and from any that is long enough to be precise (a changed limit shows there).
+        if (
+            reset_s
+            and remaining < limit
+            and (reset_s >= self._rate_basis_s or reset_s >= PRECISE_RESET_S)
+        ):
             self.rate = (limit - remaining) / reset_s
+            self._rate_basis_s = reset_s
         server = float(remaining)
         self.level = min(self.level, server) if self._observed else server - in_flight
         self._observed = True
@@ -127,7 +145,7 @@ class Pacer:
         self.max_concurrency = max_concurrency
         self._clock = clock
         self._requests = _Bucket(clock)
-        self._tokens = _Bucket(clock)
+        self._tokens = _Bucket(clock, reserve=SAFETY_RESERVE)
         if requests_per_minute:
             self._requests.configure(requests_per_minute)
         if tokens_per_minute:
