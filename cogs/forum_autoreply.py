@@ -8,6 +8,7 @@ replayed THREAD_CREATE, a restart or the catch-up never answers twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import nextcord
@@ -84,6 +85,8 @@ class ForumAutoReply(commands.Cog):
         except Exception:
             log.exception("forum_answer_failed", thread_id=thread.id, guild_id=thread.guild.id)
             await self.service.finish(thread.id, ThreadState.FAILED, reason="internal_error")
+            with contextlib.suppress(nextcord.HTTPException):
+                await thread.send(t("error.generic", self.lang), allowed_mentions=NO_MENTIONS)
 
     async def _answer(self, thread: nextcord.Thread) -> None:
         tags = tuple(tag.name for tag in thread.applied_tags)

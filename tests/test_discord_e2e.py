@@ -369,3 +369,28 @@ async def test_bot_asks_for_the_fewest_intents(harness):
     intents = harness.discord.identify_payloads[-1]["intents"]
     guilds, guild_messages, message_content = 1 << 0, 1 << 9, 1 << 15
     assert intents == guilds | guild_messages | message_content
+
+
+async def test_an_internal_error_still_tells_the_user_and_the_bot_keeps_serving(
+    harness, monkeypatch
+):
+    from ibot.services.forum import ForumService
+
+    world, discord = harness.world, harness.discord
+    original = ForumService.answer
+
+    async def broken(self, post):
+        if post.title == "Boum":
+            raise RuntimeError("a bug")
+        return await original(self, post)
+
+    monkeypatch.setattr(ForumService, "answer", broken)
+    thread = await discord.create_forum_thread(
+        world.forum, author=world.member, title="Boum", content="?"
+    )
+    [message] = await answers_in(harness, thread)
+    assert message.content and "a bug" not in message.content and not message.embeds
+    after = await discord.create_forum_thread(
+        world.forum, author=world.member, title="Après", content="?"
+    )
+    assert (await answers_in(harness, after))[0].embeds

@@ -120,7 +120,8 @@ class Gateway:
             listener_target.rate_limit_listener = self._rate_limits_seen
 
     def _rate_limits_seen(self, info: RateLimitInfo | None, retry_after: float | None) -> None:
-        assert self.pacer is not None
+        if self.pacer is None:  # pacing switched off after construction
+            return
         self.pacer.observe(info)
         if retry_after is not None:
             self.pacer.back_off(retry_after)
