@@ -21,6 +21,7 @@ from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
 from ibot.i18n import load_prompts
 from ibot.llm.gateway import Gateway
+from ibot.llm.local import LocalBackend, local_backend_from_settings
 from ibot.llm.openai_backend import OpenAIBackend
 from ibot.llm.pacing import Pacer
 from ibot.llm.types import Feature
@@ -51,6 +52,7 @@ class Services:
     budgets: BudgetManager
     metrics: Metrics
     pacer: Pacer
+    local: LocalBackend | None = None
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -110,6 +112,8 @@ class Services:
     async def aclose(self) -> None:
         await self.budgets.drain(timeout_s=5)
         await self.pacer.aclose()
+        if self.local is not None:
+            await self.local.aclose()
         if self.openai is not None:
             await self.openai.aclose()
         await self.engine.dispose()
@@ -151,6 +155,11 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
     budgets = BudgetManager(
         ledger=ledger, store=BudgetStore(sessionmaker), settings=settings.budgets
     )
+    # The local model (only when configured: torch is imported then, not before) is
+    # loaded and warmed up now, so its first answer is not slow.
+    local = local_backend_from_settings(settings.local_model)
+    if local is not None:
+        await local.start()
     metrics = Metrics()
     # Rate limits are learned from the first answers' headers; concurrency is bounded.
     pacer = Pacer(max_concurrency=MAX_CONCURRENT_MODEL_CALLS)
@@ -163,6 +172,7 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         degrade=degrade_models(settings),
         pacer=pacer,
         metrics=metrics,
+        local=local,
     )
     templates = load_prompts(settings.prompts.language)
     if settings.prompts.persona:
@@ -180,4 +190,5 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         budgets=budgets,
         metrics=metrics,
         pacer=pacer,
+        local=local,
     )

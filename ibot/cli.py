@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ibot.config import ConfigError, Settings, fail_on_config_error, load_settings
+from ibot.finetune.cli import finetune_app
+from ibot.llm.serve_local import serve_local_command
 
 if TYPE_CHECKING:
     from ibot.services.report_view import ReportView
@@ -33,6 +35,8 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(costs_app, name="costs")
 app.add_typer(config_app, name="config")
+app.add_typer(finetune_app, name="finetune")
+app.command("serve-local")(serve_local_command)
 
 ConfigOption = Annotated[
     Path | None,

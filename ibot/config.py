@@ -368,12 +368,42 @@ class LoggingSettings(Section):
         return name
 
 
+TorchDtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], BeforeValidator(_lower)]
+PromptFormat = Annotated[Literal["auto", "dialogpt", "chat_template"], BeforeValidator(_lower)]
+
+
 class LocalModelSettings(Section):
-    """The local fallback model (optional extra: torch + transformers)."""
+    """The local fallback model (optional extra: torch + transformers).
+
+    The sampling defaults are those the DialoGPT fine-tuning tutorials used (top_k 100,
+    top_p 0.7, temperature 0.8, no repeated trigram), plus a repetition penalty against
+    the "hey, hey, hey" loops small models fall into.
+    """
 
     path: Annotated[Path | None, BeforeValidator(_optional_str)] = None
     device: Annotated[Literal["auto", "cpu", "cuda"], BeforeValidator(_lower)] = "auto"
+    # auto: bfloat16 on a GPU that supports it, else float16; float32 on the CPU.
+    dtype: TorchDtype = "auto"
     gpu_hour_usd: Usd = Decimal(0)  # what one GPU hour costs, to price local answers
+    # auto: the tokenizer's chat template when it has one, else DialoGPT turns (each turn
+    # followed by the end-of-text token), the format the tutorials fine-tune on.
+    prompt_format: PromptFormat = "auto"
+    max_context_turns: PositiveInt = 7  # previous messages kept (the tutorials' window)
+    max_new_tokens: PositiveInt = 128  # answer length cap (also bounded by the request's)
+    min_new_tokens: int = Field(1, ge=0)  # 1: never an empty answer
+    do_sample: bool = True  # false: greedy decoding (reproducible answers)
+    top_k: int = Field(100, ge=0)
+    top_p: float = Field(0.7, gt=0, le=1)
+    temperature: float = Field(0.8, gt=0, le=2)
+    no_repeat_ngram_size: int = Field(3, ge=0)  # 0: off
+    repetition_penalty: float = Field(1.3, ge=1, le=3)  # 1: off
+    max_batch_size: PositiveInt = 8  # requests that wait together share one generate()
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> LocalModelSettings:
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError("min_new_tokens must not exceed max_new_tokens")
+        return self
 
     @field_validator("path")
     @classmethod

@@ -51,6 +51,17 @@ OnDelta = Callable[[str], Awaitable[None] | None]
 
 log = structlog.get_logger("ibot.gateway")
 
+# OpenAI failures (after its own retries) that the local model answers instead.
+LOCAL_FALLBACK_ERRORS = frozenset(
+    {
+        ErrorKind.SERVER,
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.RATE_LIMIT,
+        ErrorKind.QUOTA,
+    }
+)
+
 
 class ModelBackend(Protocol):
     name: Backend
@@ -173,6 +184,24 @@ class Gateway:
             raise LLMCallError(ErrorKind.NOT_CONFIGURED, "no model backend is configured")
 
         plan = await self._reserve(request, started)
+        try:
+            return await self._call(plan, request, started, on_delta)
+        except LLMCallError as failure:
+            local = self._local_plan_after(plan, failure)
+            if local is None:
+                raise
+            fallback = await local(request)
+            if fallback is None:
+                raise
+            try:
+                return await self._call(fallback, request, self._clock(), on_delta)
+            except LLMCallError:
+                raise failure from None  # the user hears of the first problem
+
+    async def _call(
+        self, plan: _Plan, request: LLMRequest, started: float, on_delta: OnDelta | None
+    ) -> LLMResult:
+        """Send the planned call; write its ledger row; return it or raise LLMCallError."""
         backend, sent, estimate, reservation = (
             plan.backend,
             plan.request,
@@ -242,6 +271,31 @@ class Gateway:
             notes=(plan.note,) if plan.note else (),
         )
 
+    def _local_plan_after(self, plan: _Plan, failure: LLMCallError):
+        """When OpenAI failed in a way the local model can cover, how to plan that call."""
+        if (
+            self.local is None
+            or plan.backend is self.local
+            or failure.kind not in LOCAL_FALLBACK_ERRORS
+        ):
+            return None
+
+        async def plan_local(request: LLMRequest) -> _Plan | None:
+            worst = self._local_worst_case(request) if self._local_worst_case else 0
+            try:
+                reservation = await self.budget.reserve(request.context, self._local_label(), worst)
+            except BudgetExceeded:
+                return None
+            note = f"fallback to the local model: openai {failure.kind.value}"
+            assert self.local is not None
+            return _Plan(self.local, request, self.estimate(request), reservation, note)
+
+        return plan_local
+
+    def _local_label(self) -> str:
+        label = getattr(self.local, "model_name", None) or getattr(self.local, "model", None)
+        return str(label or Backend.LOCAL)
+
     def _candidates(self, request: LLMRequest) -> list[tuple[ModelBackend, LLMRequest]]:
         """What may answer, in the degrade order: the request as asked, the feature's
         cheaper models, then the local model."""
@@ -264,8 +318,7 @@ class Gateway:
             is_local = backend is self.local and backend is not self.openai
             if is_local:
                 worst: int | None = self._local_worst_case(sent) if self._local_worst_case else 0
-                label = getattr(backend, "model_name", None) or getattr(backend, "model", None)
-                model = str(label or Backend.LOCAL)  # for the budget hook; only a label
+                model = self._local_label()  # for the budget hook; only a label
             else:
                 worst, model = estimate.worst_case_micros, sent.model
             try:
@@ -277,6 +330,8 @@ class Gateway:
             if blocked is not None:
                 target = "the local model" if is_local else model
                 note = f"fallback to {target}: budget {blocked.budget} is spent"
+            elif is_local:
+                note = "fallback to the local model: no OpenAI key is configured"
             return _Plan(backend, sent, estimate, reservation, note)
         assert blocked is not None
         resets = blocked.resets_at.isoformat() if blocked.resets_at else "unknown"
