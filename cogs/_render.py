@@ -14,7 +14,7 @@ import nextcord
 from ibot.i18n import t
 from ibot.llm.types import Backend, ErrorKind, Usage
 from ibot.pricing import format_usd
-from ibot.services.ask import Failed
+from ibot.services.ask import Answered, Failed
 from ibot.services.attachments import AttachmentResult, AttachmentSource
 from ibot.services.formatting import embed_messages
 from ibot.services.permissions import MemberFacts
@@ -94,6 +94,22 @@ def answer_embeds(text: str, *, title: str, footer: str) -> list[list[nextcord.E
             embeds.append(embed)
         messages.append(embeds)
     return messages
+
+
+def answered_embeds(
+    outcome: Answered, *, title: str, lang: str, limit_bytes: int
+) -> list[list[nextcord.Embed]]:
+    """An answer as messages of embeds: text, notes on unread files, the cost footer."""
+    notes = attachment_notes(outcome.attachments, lang, limit_bytes)
+    text = outcome.text + (f"\n\n{notes}" if notes else "")
+    footer = cost_footer(
+        outcome.usage,
+        outcome.cost_micros,
+        outcome.backend,
+        lang,
+        degraded_from=outcome.degraded_from,
+    )
+    return answer_embeds(text, title=title, footer=footer)
 
 
 def member_facts(

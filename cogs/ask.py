@@ -10,10 +10,8 @@ from nextcord.ext import commands
 
 from cogs._render import (
     NO_MENTIONS,
-    answer_embeds,
-    attachment_notes,
+    answered_embeds,
     attachment_source,
-    cost_footer,
     failure_text,
     member_facts,
 )
@@ -94,20 +92,13 @@ class AskCog(commands.Cog):
         followup = interaction.followup
         match outcome:
             case Answered():
-                notes = attachment_notes(
-                    outcome.attachments,
-                    self.lang,
-                    self.services.settings.attachments.max_download_bytes,
+                messages = answered_embeds(
+                    outcome,
+                    title=f"❓ {question}",
+                    lang=self.lang,
+                    limit_bytes=self.services.settings.attachments.max_download_bytes,
                 )
-                text = outcome.text + (f"\n\n{notes}" if notes else "")
-                footer = cost_footer(
-                    outcome.usage,
-                    outcome.cost_micros,
-                    outcome.backend,
-                    self.lang,
-                    degraded_from=outcome.degraded_from,
-                )
-                for embeds in answer_embeds(text, title=f"❓ {question}", footer=footer):
+                for embeds in messages:
                     await followup.send(
                         embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
                     )

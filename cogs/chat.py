@@ -6,7 +6,12 @@ from __future__ import annotations
 import nextcord
 from nextcord.ext import commands
 
-from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, failure_text, member_facts
+from cogs._render import (
+    NO_MENTIONS,
+    answered_embeds,
+    failure_text,
+    member_facts,
+)
 from ibot.app import Services
 from ibot.llm.types import CallContext, Feature
 from ibot.services.ask import Answered, Failed
@@ -67,16 +72,8 @@ class ChatCog(commands.Cog):
             )
         match outcome:
             case Answered():
-                footer = cost_footer(
-                    outcome.usage,
-                    outcome.cost_micros,
-                    outcome.backend,
-                    self.lang,
-                    degraded_from=outcome.degraded_from,
-                )
-                for index, embeds in enumerate(
-                    answer_embeds(outcome.text, title=self.title, footer=footer)
-                ):
+                messages = answered_embeds(outcome, title=self.title, lang=self.lang, limit_bytes=0)
+                for index, embeds in enumerate(messages):
                     if index == 0:
                         await message.reply(
                             embeds=embeds, allowed_mentions=NO_MENTIONS, mention_author=False

@@ -17,10 +17,8 @@ from nextcord.ext import commands
 
 from cogs._render import (
     NO_MENTIONS,
-    answer_embeds,
-    attachment_notes,
+    answered_embeds,
     attachment_source,
-    cost_footer,
     failure_text,
 )
 from ibot.app import Services
@@ -122,19 +120,14 @@ class ForumAutoReply(commands.Cog):
                 reason=outcome.kind.value,
             )
             return
-        notes = attachment_notes(
-            outcome.attachments, self.lang, self.services.settings.attachments.max_download_bytes
-        )
-        text = outcome.text + (f"\n\n{notes}" if notes else "")
-        footer = cost_footer(
-            outcome.usage,
-            outcome.cost_micros,
-            outcome.backend,
-            self.lang,
-            degraded_from=outcome.degraded_from,
+        messages = answered_embeds(
+            outcome,
+            title=self.title,
+            lang=self.lang,
+            limit_bytes=self.services.settings.attachments.max_download_bytes,
         )
         first: nextcord.Message | None = None
-        for embeds in answer_embeds(text, title=self.title, footer=footer):
+        for embeds in messages:
             sent = await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
             first = first or sent
         await self.service.finish(
