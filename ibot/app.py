@@ -35,9 +35,6 @@ from ibot.services.forum import ForumService
 from ibot.services.permissions import RolePolicy
 from ibot.services.summary import SummaryService
 
-# Model calls answered at once; the rest wait in the pacer's priority queue.
-MAX_CONCURRENT_MODEL_CALLS = 8
-
 
 @dataclass
 class Services:
@@ -162,7 +159,7 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         await local.start()
     metrics = Metrics()
     # Rate limits are learned from the first answers' headers; concurrency is bounded.
-    pacer = Pacer(max_concurrency=MAX_CONCURRENT_MODEL_CALLS)
+    pacer = Pacer(max_concurrency=settings.openai.max_concurrent_calls)
     metrics.watch_queue(pacer.stats)
     gateway = Gateway(
         ledger=ledger,

@@ -96,7 +96,11 @@ async def run_bot(settings: Settings) -> int:
     from ibot.app import build_services
 
     assert settings.discord_token is not None
+    if settings.discord.api_base_url:
+        nextcord.http.Route.BASE = settings.discord.api_base_url
     services = await build_services(settings)
+    # Calls a previous process left in flight (crash, SIGKILL): closed before serving.
+    await services.gateway.close_interrupted()
     bot = IBot(services)
     health = None
     if settings.health.enabled:

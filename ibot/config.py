@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -191,6 +192,16 @@ def usd_micros(amount: Decimal) -> int:
     return int((amount * MICROS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return value
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
 DiscordId = Annotated[int, Field(gt=0)]
 IdList = Annotated[list[DiscordId], NoDecode, BeforeValidator(_id_list)]
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_str_list)]
@@ -198,6 +209,7 @@ ExtensionList = Annotated[list[str], NoDecode, BeforeValidator(_extensions)]
 OptionalStr = Annotated[str | None, BeforeValidator(_optional_str)]
 ModelName = Annotated[str, Field(min_length=1)]
 OptionalModelName = Annotated[ModelName | None, BeforeValidator(_optional_str)]
+HttpUrlText = Annotated[str | None, BeforeValidator(_optional_str), AfterValidator(_http_url)]
 Secret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 Usd = Annotated[Decimal, BeforeValidator(_usd), Field(ge=0, allow_inf_nan=False)]
 OptionalUsd = Annotated[Usd | None, BeforeValidator(_usd)]
@@ -224,6 +236,10 @@ class DiscordSettings(Section):
     answer_followups_when_mentioned: bool = False
     admin_channel_id: DiscordId | None = None  # where alerts (quota, budget) are posted
     ask_cooldown_s: float = Field(30, ge=0)
+    # REST base of a Discord-compatible API; empty: Discord itself. For an HTTP proxy in
+    # front of Discord (one rate-limit view for several processes), or the project's
+    # own Discord-compatible server (crash tests run the bot process against it).
+    api_base_url: HttpUrlText = None
 
 
 class OpenAISettings(Section):
@@ -231,6 +247,9 @@ class OpenAISettings(Section):
     connect_timeout_s: float = Field(5, gt=0)
     max_retries: int = Field(3, ge=0, le=10)
     retry_max_wait_s: float = Field(60, ge=0)
+    # Model calls in flight at once; the others wait in the pacer's queue (interactive
+    # commands first). The pacer also holds calls back to stay under the rate limits.
+    max_concurrent_calls: int = Field(8, ge=1, le=256)
 
 
 class FeatureSettings(Section):
@@ -502,7 +521,7 @@ class Settings(BaseSettings):
     openai_api_key: Secret = Field(
         None, validation_alias=AliasChoices("IBOT_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
-    openai_base_url: OptionalStr = Field(
+    openai_base_url: HttpUrlText = Field(
         None, validation_alias=AliasChoices("IBOT_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
     # Legacy single chat channel; added to discord.gpt_channel_ids.
@@ -544,17 +563,6 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(_toml_source(settings_cls, path))
         return tuple(sources)
-
-    @field_validator("openai_base_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        value = value.strip()
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value
 
     @field_validator("database_url")
     @classmethod

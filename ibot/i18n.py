@@ -57,6 +57,7 @@ _FR: dict[str, Entry] = {
         "L'IA n'est pas configurée ici (ni clé OpenAI, ni modèle local). Préviens un admin."
     ),
     "error.cancelled": "La demande a été annulée avant la fin.",
+    "error.interrupted": "Le bot a redémarré pendant ta demande. Repose-la, s'il te plaît.",
     "error.other": "Une erreur inattendue est survenue. Réessaie dans un instant.",
     "error.generic": "Oups, quelque chose s'est mal passé de mon côté. Réessaie dans un instant.",
     "budget.guild_daily": "quotidien du serveur",
@@ -182,6 +183,7 @@ _EN: dict[str, Entry] = {
         "AI is not configured here (no OpenAI key and no local model). Please tell an admin."
     ),
     "error.cancelled": "The request was cancelled before it finished.",
+    "error.interrupted": "The bot restarted during your request. Please ask again.",
     "error.other": "Something unexpected went wrong. Try again in a moment.",
     "error.generic": "Oops, something went wrong on my side. Try again in a moment.",
     "budget.guild_daily": "server's daily",

@@ -130,7 +130,7 @@ async def test_rate_limit_then_ok_is_one_row_and_honours_retry_after(fake, ledge
     result = await gateway.complete(question())
 
     assert result.status is CallStatus.OK
-    assert sleeps.waits == [1.5]
+    assert len(sleeps.waits) == 1 and 1.5 <= sleeps.waits[0] <= 1.65  # never earlier
     assert len(fake.requests) == 2
     [row] = await ledger.rows()
     assert (row.status, row.attempts) == ("ok", 2)
@@ -388,3 +388,53 @@ async def test_model_call_log_line_has_the_standard_fields(fake, ledger, sleeps)
     assert line["cost_micros"] == result.cost_micros
     assert line["request_id"] == result.request_id
     assert isinstance(line["latency_ms"], int)
+
+
+async def test_a_call_in_flight_is_a_pending_row_completed_in_place(fake, ledger, sleeps):
+    gateway = make_gateway(fake, ledger, sleeps)
+    fake.latency_s = 0.3  # the model is "generating" while we look at the ledger
+    request = question()
+    estimate = gateway.estimate(request)
+
+    task = asyncio.create_task(gateway.complete(request))
+    await fake.wait_for_requests(1)
+    [pending] = await ledger.rows()
+    assert pending.status == CallStatus.PENDING and pending.cost_micros == 0
+    assert (pending.prompt_tokens, pending.completion_tokens) == (estimate.prompt_tokens, 200)
+    # OpenAI gets the row's id too, so a call whose answer never came can be found.
+    assert fake.requests[0].client_request_id == pending.call_id
+
+    result = await task
+    [row] = await ledger.rows()
+    assert row.id == pending.id == result.ledger_id and row.call_id == pending.call_id
+    assert row.status == CallStatus.OK and row.usage_source == UsageSource.MEASURED
+    assert row.completion_tokens == result.usage.completion_tokens
+    await assert_ledger_matches_server(ledger, fake)
+
+
+async def test_calls_left_pending_by_a_dead_process_are_closed_at_their_worst_case(
+    fake, ledger, sleeps
+):
+    # What a process killed mid-call leaves behind: its pending row, nothing else.
+    gateway = make_gateway(fake, ledger, sleeps)
+    fake.hang()
+    request = question()
+    task = asyncio.create_task(gateway.complete(request))
+    await fake.wait_for_requests(1)
+    [left] = await ledger.rows()
+    restarted = make_gateway(fake, ledger, sleeps)  # the next process, same database
+
+    assert await restarted.close_interrupted() == 1
+
+    [row] = await ledger.rows()
+    assert (row.status, row.error_kind) == ("error", "interrupted")
+    assert row.usage_source == UsageSource.ESTIMATED and row.call_id == left.call_id
+    worst = gateway.estimate(request).worst_case_micros
+    assert worst and row.cost_micros == worst  # a possibly billed call is never free
+    assert await restarted.close_interrupted() == 0  # closed once
+    # Had the old call ended after all, its outcome would not overwrite the closed row.
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    first, second = await ledger.rows()
+    assert first == row and second.error_kind == "cancelled"

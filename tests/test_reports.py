@@ -381,6 +381,7 @@ def test_rows_csv_header_and_values():
         model="gpt-4o-2024-08-06", request_id="req_1", prompt_tokens=10, cached_tokens=0,
         image_tokens=765, completion_tokens=3, cost_micros=7250, latency_ms=900,
         status="ok", error_kind=None, usage_source="measured", attempts=1, note=None,
+        call_id="4f1c",
     )  # fmt: skip
 
     lines = render_rows_csv([row]).splitlines()
@@ -388,9 +389,9 @@ def test_rows_csv_header_and_values():
     assert lines[0] == (
         "id,created_at,guild_id,channel_id,thread_id,user_id,feature,backend,model_requested,"
         "model,request_id,prompt_tokens,cached_tokens,image_tokens,completion_tokens,"
-        "cost_micros,cost_usd,latency_ms,status,error_kind,usage_source"
+        "cost_micros,cost_usd,latency_ms,status,error_kind,usage_source,call_id"
     )
     assert lines[1] == (
         f"7,2025-03-11T23:59:30+00:00,{GUILD},,,{2**60 + 5},ask,openai,gpt-4o,"
-        "gpt-4o-2024-08-06,req_1,10,0,765,3,7250,0.007250,900,ok,,measured"
+        "gpt-4o-2024-08-06,req_1,10,0,765,3,7250,0.007250,900,ok,,measured,4f1c"
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ibot.db.models import LedgerRecord, utcnow
@@ -45,6 +45,7 @@ class LedgerEntry:
     usage_source: UsageSource | str = UsageSource.MEASURED
     attempts: int = 1
     note: str | None = None
+    call_id: str | None = None
     created_at: datetime = field(default_factory=utcnow)
 
     def __post_init__(self) -> None:
@@ -81,6 +82,7 @@ class LedgerRow:
     usage_source: str
     attempts: int
     note: str | None
+    call_id: str | None
 
     @classmethod
     def from_record(cls, record: LedgerRecord) -> LedgerRow:
@@ -144,6 +146,52 @@ class Ledger:
             session.add(record)
             await session.commit()
             return record.id
+
+    async def complete(self, row_id: int, entry: LedgerEntry) -> bool:
+        """Replace the pending row `row_id` by the call's outcome, in one UPDATE.
+
+        The row keeps its id and creation time (when the call was sent). False when no
+        pending row has that id (already closed as interrupted by a newer process): the
+        caller then records the outcome as a row of its own.
+        """
+        values = _values(entry)
+        del values["created_at"]
+        async with self._sessionmaker() as session:
+            result = await session.execute(
+                update(LedgerRecord)
+                .where(LedgerRecord.id == row_id, LedgerRecord.status == str(CallStatus.PENDING))
+                .values(**values)
+            )
+            await session.commit()
+            return bool(result.rowcount)
+
+    async def pending(self) -> list[LedgerRow]:
+        """Rows still pending: calls in flight, or calls of a process that died."""
+        query = (
+            select(LedgerRecord)
+            .where(LedgerRecord.status == str(CallStatus.PENDING))
+            .order_by(LedgerRecord.id)
+        )
+        async with self._sessionmaker() as session:
+            records = (await session.scalars(query)).all()
+        return [LedgerRow.from_record(record) for record in records]
+
+    async def close_interrupted(self, row_id: int, *, cost_micros: int | None, note: str) -> bool:
+        """Close a pending row as an interrupted call (its tokens stay the estimates)."""
+        async with self._sessionmaker() as session:
+            result = await session.execute(
+                update(LedgerRecord)
+                .where(LedgerRecord.id == row_id, LedgerRecord.status == str(CallStatus.PENDING))
+                .values(
+                    status=str(CallStatus.ERROR),
+                    error_kind=str(ErrorKind.INTERRUPTED),
+                    usage_source=str(UsageSource.ESTIMATED),
+                    cost_micros=cost_micros,
+                    note=_note(note),
+                )
+            )
+            await session.commit()
+            return bool(result.rowcount)
 
     async def rows(
         self,
@@ -219,11 +267,18 @@ class Ledger:
             return int((await session.execute(query)).scalar_one())
 
 
-def _to_record(entry: LedgerEntry) -> LedgerRecord:
-    note = entry.note
+def _note(note: str | None) -> str | None:
     if note is not None and len(note) > NOTE_MAX:
-        note = note[: NOTE_MAX - 1] + "…"
-    return LedgerRecord(
+        return note[: NOTE_MAX - 1] + "…"
+    return note
+
+
+def _to_record(entry: LedgerEntry) -> LedgerRecord:
+    return LedgerRecord(**_values(entry))
+
+
+def _values(entry: LedgerEntry) -> dict[str, Any]:
+    return dict(
         created_at=entry.created_at,
         guild_id=entry.guild_id,
         channel_id=entry.channel_id,
@@ -244,5 +299,6 @@ def _to_record(entry: LedgerEntry) -> LedgerRecord:
         error_kind=None if entry.error_kind is None else str(entry.error_kind),
         usage_source=str(entry.usage_source),
         attempts=entry.attempts,
-        note=note,
+        note=_note(entry.note),
+        call_id=entry.call_id,
     )

@@ -115,9 +115,13 @@ class LedgerRecord(Base):
     usage_source: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
     note: Mapped[str | None] = mapped_column(String(255))
+    # Our id of the call, written before it is sent (status pending) and sent to OpenAI
+    # as X-Client-Request-Id: a call whose answer never came can still be matched.
+    call_id: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),
+        Index("ix_ledger_call_id", "call_id"),
         Index("ix_ledger_guild_id_created_at", "guild_id", "created_at"),
         # Covering index for one guild's reports and budget sums (migration 0003, which
         # says why and what was measured): answered from the index, not the table rows.

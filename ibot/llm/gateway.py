@@ -5,14 +5,19 @@ Every model call in iBot goes through `Gateway.complete`, which:
 2. asks the budget hook to reserve that cost; when a cap would be passed, degrades in
    the feature's order: its cheaper model(s), then the local model when there is one,
    then a refusal that names the budget and when it resets;
-3. calls the backend (which retries transient failures itself);
+3. writes the call's ledger row as `pending` (estimated tokens, cost 0: the budget
+   holds the worst case meanwhile), then calls the backend (which retries transient
+   failures itself), sending the row's call id as X-Client-Request-Id;
 4. prices the usage the backend measured, by the model that answered;
-5. settles the reservation and writes exactly one ledger row, whatever the outcome;
+5. settles the reservation and completes that ledger row with the outcome, whatever it
+   is (refusals, which send nothing, get their row directly);
 6. logs one line with feature, ids, model, tokens, cost, latency and request id.
 
 No other code talks to OpenAI or to the local model, so the ledger is complete by
-construction. A failed ledger write never fails the user's answer: the row is logged
-in full instead, so nothing is lost.
+construction. A process killed mid-call leaves its rows pending; the next start closes
+them (`close_interrupted`) as interrupted calls at their worst-case cost, so a call the
+provider may have billed is never missing from the ledger or the budgets. A failed
+ledger write never fails the user's answer: the row is logged in full instead.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -202,12 +208,9 @@ class Gateway:
         self, plan: _Plan, request: LLMRequest, started: float, on_delta: OnDelta | None
     ) -> LLMResult:
         """Send the planned call; write its ledger row; return it or raise LLMCallError."""
-        backend, sent, estimate, reservation = (
-            plan.backend,
-            plan.request,
-            plan.estimate,
-            plan.reservation,
-        )
+        backend, estimate, reservation = plan.backend, plan.estimate, plan.reservation
+        sent = replace(plan.request, call_id=uuid.uuid4().hex)
+        pending = await self._open(request, backend.name, sent, estimate)
         try:
             async with self._slot(backend, sent, estimate):
                 response = await backend.complete(
@@ -233,10 +236,14 @@ class Gateway:
                 request_id=err.request_id,
                 attempts=err.attempts,
                 model=model,
+                call_id=sent.call_id,
+                pending=pending,
             )
             raise LLMCallError(err.kind, err.message, ledger_id=ledger_id) from None
         except asyncio.CancelledError:
-            await asyncio.shield(self._cancelled(request, backend.name, reservation, started))
+            await asyncio.shield(
+                self._cancelled(request, backend.name, reservation, started, sent, pending)
+            )
             raise
 
         cost = self._cost(backend, response)
@@ -254,8 +261,9 @@ class Gateway:
             request_id=response.request_id,
             attempts=response.attempts,
             note=plan.note,
+            call_id=sent.call_id,
         )
-        ledger_id = await self._write(entry)
+        ledger_id = await self._write(entry, pending=pending)
         return LLMResult(
             text=response.text,
             usage=response.usage,
@@ -367,7 +375,13 @@ class Gateway:
         return self.prices.cost_micros(err.usage, err.model or model)
 
     async def _cancelled(
-        self, request: LLMRequest, backend: Backend, reservation: Reservation, started: float
+        self,
+        request: LLMRequest,
+        backend: Backend,
+        reservation: Reservation,
+        started: float,
+        sent: LLMRequest,
+        pending: int | None,
     ) -> None:
         await self.budget.settle(reservation, 0)
         await self._record_failure(
@@ -376,7 +390,74 @@ class Gateway:
             ErrorKind.CANCELLED,
             "cancelled while waiting for the model",
             started,
+            call_id=sent.call_id,
+            pending=pending,
         )
+
+    async def _open(
+        self, request: LLMRequest, backend: Backend, sent: LLMRequest, estimate: Estimate
+    ) -> int | None:
+        """Write the pending row of a call about to be sent; its id, or None if the
+        database failed (the outcome is then inserted as a row of its own)."""
+        estimated = Usage(
+            prompt_tokens=estimate.prompt_tokens,
+            image_tokens=estimate.image_tokens,
+            completion_tokens=sent.max_output_tokens,  # the most it can be
+            source=UsageSource.ESTIMATED,
+        )
+        entry = self._entry(
+            request,
+            backend,
+            CallStatus.PENDING,
+            0.0,
+            usage=estimated,
+            cost=0,  # the budget reservation holds the worst case meanwhile
+            model=sent.model,
+            request_id=None,
+            attempts=1,
+            call_id=sent.call_id,
+        )
+        try:
+            return await asyncio.shield(self.ledger.record(entry))
+        except Exception:
+            log.exception("ledger_pending_write_failed", call_id=sent.call_id)
+            return None
+
+    async def close_interrupted(self) -> int:
+        """Close the calls a dead process left pending; how many there were.
+
+        Call it at start-up, before serving: in one bot process no call is in flight
+        then, so every pending row belongs to a process that died mid-call. Whether the
+        provider billed such a call is unknown, so it is counted at its worst case (the
+        estimated prompt plus the most output it could have had), which keeps budgets
+        on the safe side; the row says the usage is an estimate.
+        """
+        rows = await self.ledger.pending()
+        for row in rows:
+            if row.backend == Backend.LOCAL:
+                cost: int | None = 0
+            else:
+                usage = Usage(
+                    prompt_tokens=row.prompt_tokens,
+                    image_tokens=row.image_tokens,
+                    completion_tokens=row.completion_tokens,
+                    source=UsageSource.ESTIMATED,
+                )
+                cost = self.prices.cost_micros(usage, row.model or row.model_requested)
+            await self.ledger.close_interrupted(
+                row.id,
+                cost_micros=cost,
+                note="the bot stopped during this call; worst-case usage counted",
+            )
+            log.warning(
+                "model_call_interrupted",
+                ledger_id=row.id,
+                call_id=row.call_id,
+                feature=row.feature,
+                model=row.model or row.model_requested,
+                cost_micros=cost,
+            )
+        return len(rows)
 
     async def _record_failure(
         self,
@@ -392,6 +473,8 @@ class Gateway:
         request_id: str | None = None,
         attempts: int = 1,
         model: str | None = None,
+        call_id: str | None = None,
+        pending: int | None = None,
     ) -> int | None:
         entry = self._entry(
             request,
@@ -405,8 +488,9 @@ class Gateway:
             attempts=attempts,
             error_kind=kind,
             note=message[:255],
+            call_id=call_id,
         )
-        return await self._write(entry)
+        return await self._write(entry, pending=pending)
 
     def _entry(
         self,
@@ -422,6 +506,7 @@ class Gateway:
         attempts: int,
         error_kind: ErrorKind | None = None,
         note: str | None = None,
+        call_id: str | None = None,
     ) -> LedgerEntry:
         ctx = request.context
         return LedgerEntry(
@@ -445,9 +530,11 @@ class Gateway:
             usage_source=usage.source if usage.total_tokens else UsageSource.MEASURED,
             attempts=attempts,
             note=note,
+            call_id=call_id,
         )
 
-    async def _write(self, entry: LedgerEntry) -> int | None:
+    async def _write(self, entry: LedgerEntry, *, pending: int | None = None) -> int | None:
+        """Complete the call's pending row (or insert the row when there is none)."""
         fields = {
             "feature": str(entry.feature),
             "guild_id": entry.guild_id,
@@ -465,13 +552,14 @@ class Gateway:
             "request_id": entry.request_id,
             "status": str(entry.status),
             "attempts": entry.attempts,
+            "call_id": entry.call_id,
         }
         if entry.error_kind is not None:
             fields["error_kind"] = str(entry.error_kind)
         if self.metrics is not None:
             self.metrics.observe_call(entry)
         try:
-            ledger_id = await asyncio.shield(self.ledger.record(entry))
+            ledger_id = await asyncio.shield(self._store(entry, pending))
         except Exception:
             # The answer still goes out; the full row is in the log so nothing is lost.
             log.exception("ledger_write_failed", **fields, note=entry.note)
@@ -481,3 +569,8 @@ class Gateway:
         else:
             log.warning("model_call", ledger_id=ledger_id, **fields, note=entry.note)
         return ledger_id
+
+    async def _store(self, entry: LedgerEntry, pending: int | None) -> int:
+        if pending is not None and await self.ledger.complete(pending, entry):
+            return pending
+        return await self.ledger.record(entry)

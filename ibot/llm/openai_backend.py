@@ -40,6 +40,7 @@ Sleep = Callable[[float], Awaitable[None]]
 RateLimitListener = Callable[[RateLimitInfo | None, float | None], None]
 
 _BACKOFF_BASE_S = 0.5
+_RETRY_AFTER_JITTER_S = 0.05  # the least spread added to a Retry-After wait
 
 
 def to_openai_messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
@@ -164,6 +165,9 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
     return ErrorKind.OTHER, type(exc).__name__
 
 
+CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
+
+
 class OpenAIBackend:
     """Chat Completions through one shared `AsyncOpenAI` client."""
 
@@ -267,7 +271,11 @@ class OpenAIBackend:
             return None
         if retry_after is not None:
             # A server asking for longer than we are willing to hold a user is a failure.
-            return retry_after if retry_after <= self.retry_max_wait_s else None
+            if retry_after > self.retry_max_wait_s:
+                return None
+            # Never earlier than asked, but spread: callers told the same short wait
+            # would otherwise all come back at the same instant and be refused again.
+            return retry_after + random.uniform(0, max(_RETRY_AFTER_JITTER_S, 0.1 * retry_after))
         backoff = _BACKOFF_BASE_S * (2 ** (attempt - 1))
         return min(self.retry_max_wait_s, backoff * (1 - 0.25 * random.random()))
 
@@ -279,6 +287,10 @@ class OpenAIBackend:
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.call_id is not None:
+            # OpenAI keeps the client's own id with the request: a call whose answer never
+            # arrived (the bot was killed) can be found in its logs by the ledger's id.
+            params["extra_headers"] = {CLIENT_REQUEST_ID_HEADER: request.call_id}
         return params
 
     async def _create_once(

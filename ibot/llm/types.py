@@ -36,6 +36,9 @@ class CallStatus(StrEnum):
     ERROR = "error"
     FALLBACK = "fallback"  # answered, but not by the primary backend/model
     REFUSED = "refused"  # never sent: a budget or policy said no
+    # Written before the call is sent and replaced by its outcome: a row still pending
+    # at start-up is a call of a process that died, closed as ERROR/INTERRUPTED.
+    PENDING = "pending"
 
 
 class ErrorKind(StrEnum):
@@ -51,6 +54,7 @@ class ErrorKind(StrEnum):
     BUDGET = "budget"  # refused by a budget cap before any call
     NOT_CONFIGURED = "not_configured"  # no backend can serve the call (no key, no local model)
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # the process died during the call (crash, SIGKILL)
     OTHER = "other"
 
     @property
@@ -119,6 +123,9 @@ class LLMRequest:
     context: CallContext
     temperature: float | None = None
     stream: bool = False
+    # Set by the gateway: the ledger row's call id, sent as X-Client-Request-Id so that a
+    # call can be matched with the provider's records even when its answer never came.
+    call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -438,6 +438,7 @@ ROWS_CSV_HEADER = (
     "status",
     "error_kind",
     "usage_source",
+    "call_id",  # our id of the call, also sent to OpenAI as X-Client-Request-Id
 )
 
 

@@ -86,6 +86,10 @@ class RecordedRequest:
     completion_tokens: int = 0
     fault: str | None = None
     had_authorization: bool = False
+    client_request_id: str | None = None  # the X-Client-Request-Id header
+    # Tokens counted and generation started: OpenAI bills this even when the client goes
+    # away before the answer arrives (what `served` cannot see).
+    billed: bool = False
     at: float = field(default_factory=time.time)
 
     @property
@@ -163,6 +167,7 @@ class FakeOpenAI:
         self.requests: list[RecordedRequest] = []
         self.fault_rates: dict[str, float] = {}
         self.hang_s = 3600.0
+        self.latency_s = 0.0  # every answer takes this long (the model "generating")
         self._clock = clock
         self._random = random.Random(seed)
         self._answers: deque[Answer] = deque()
@@ -325,7 +330,10 @@ class FakeOpenAI:
         except json.JSONDecodeError:
             body = {}
         record = RecordedRequest(
-            body=body, status=0, had_authorization="Authorization" in request.headers
+            body=body,
+            status=0,
+            had_authorization="Authorization" in request.headers,
+            client_request_id=request.headers.get("X-Client-Request-Id"),
         )
         # Recorded on arrival (a hanging request counts too), completed as it is answered.
         self.requests.append(record)
@@ -380,6 +388,7 @@ class FakeOpenAI:
         record.cached_tokens = cached
         record.image_tokens = image_tokens
         record.completion_tokens = len(completion_ids)
+        record.billed = True
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": len(completion_ids),
@@ -394,8 +403,11 @@ class FakeOpenAI:
         }
         headers = {**rate_headers, "x-request-id": request_id}
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        if fault is not None and fault.kind == "slow":
-            await self._pause(fault.delay_s)
+        delay = self.latency_s + (
+            fault.delay_s if fault is not None and fault.kind == "slow" else 0
+        )
+        if delay:
+            await self._pause(delay)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             cut = (

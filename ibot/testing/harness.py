@@ -135,6 +135,7 @@ class Harness:
     async def start_bot(self) -> IBot:
         """Build services and start a new bot process-equivalent on the same database."""
         self.services = await build_services(self.settings())
+        await self.services.gateway.close_interrupted()
         Route.BASE = self.discord.base_url
         bot = IBot(self.services, guild_ready_timeout=0.05)
         self.bot = bot
