@@ -72,19 +72,20 @@ class AskCog(commands.Cog):
             )
             return
         await interaction.response.defer(ephemeral=private)
-        context = CallContext(
-            feature=Feature.ASK,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
-        )
-        outcome = await self.service.ask(
-            question,
-            author=interaction.user.display_name,
-            context=context,
-            attachments=[attachment_source(image)] if image else [],
-        )
-        await self._reply(interaction, question, outcome, private)
+        async with self.services.in_flight.track():  # a graceful stop lets it finish
+            context = CallContext(
+                feature=Feature.ASK,
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id,
+            )
+            outcome = await self.service.ask(
+                question,
+                author=interaction.user.display_name,
+                context=context,
+                attachments=[attachment_source(image)] if image else [],
+            )
+            await self._reply(interaction, question, outcome, private)
 
     async def _reply(
         self, interaction: nextcord.Interaction, question: str, outcome, private: bool

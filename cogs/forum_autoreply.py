@@ -69,6 +69,13 @@ class ForumAutoReply(commands.Cog):
 
     async def handle(self, thread: nextcord.Thread, *, take_over: bool = False) -> None:
         """Answer `thread` unless it is someone else's, skipped, or already answered."""
+        in_flight = self.services.in_flight
+        if in_flight.draining:
+            return  # stopping: the next start's catch-up answers it
+        async with in_flight.track():  # a graceful stop lets the answer reach Discord
+            await self._handle(thread, take_over=take_over)
+
+    async def _handle(self, thread: nextcord.Thread, *, take_over: bool) -> None:
         claimed = (
             await self.service.store.take_over(thread.id)
             if take_over

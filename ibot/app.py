@@ -20,6 +20,7 @@ from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
 from ibot.i18n import load_prompts
+from ibot.inflight import InFlight
 from ibot.llm.gateway import Gateway
 from ibot.llm.local import LocalBackend, local_backend_from_settings
 from ibot.llm.openai_backend import OpenAIBackend
@@ -50,6 +51,8 @@ class Services:
     metrics: Metrics
     pacer: Pacer
     local: LocalBackend | None = None
+    # Answers being produced: a graceful stop waits for them (see ibot/inflight.py).
+    in_flight: InFlight = field(default_factory=InFlight)
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 

@@ -65,6 +65,20 @@ class IBot(commands.Bot):
         for name in EXTENSIONS:
             self.load_extension(name, extras={"services": services})
 
+    async def close(self) -> None:
+        """Let the answers in progress reach Discord (up to the grace time), then
+        disconnect. Forum posts that arrive meanwhile are left to the next start's
+        catch-up."""
+        if not self.is_closed():
+            in_flight = self.services.in_flight
+            grace = self.services.settings.discord.shutdown_grace_s
+            if len(in_flight):
+                log.info("shutdown_draining", answers=len(in_flight), grace_s=grace)
+            left = await in_flight.drain(grace)
+            if left:
+                log.warning("shutdown_cut_short", answers=left)
+        await super().close()
+
     async def on_application_command_error(
         self, interaction: nextcord.Interaction, exception: Exception
     ) -> None:

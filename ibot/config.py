@@ -240,6 +240,9 @@ class DiscordSettings(Section):
     # front of Discord (one rate-limit view for several processes), or the project's
     # own Discord-compatible server (crash tests run the bot process against it).
     api_base_url: HttpUrlText = None
+    # On SIGTERM, answers in progress get this long to reach Discord before the bot
+    # disconnects (docker stop kills after 10 s; systemd after 90 s).
+    shutdown_grace_s: float = Field(8, ge=0)
 
 
 class OpenAISettings(Section):

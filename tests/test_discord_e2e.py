@@ -3,6 +3,7 @@ against the fake OpenAI server, real database. Each test is something a user wou
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -394,3 +395,31 @@ async def test_an_internal_error_still_tells_the_user_and_the_bot_keeps_serving(
         world.forum, author=world.member, title="Après", content="?"
     )
     assert (await answers_in(harness, after))[0].embeds
+
+
+async def test_a_graceful_stop_lets_the_answer_in_progress_reach_discord(harness):
+    world, discord, fake = harness.world, harness.discord, harness.openai
+    fake.latency_s = 0.5  # the model is still "generating" when the stop comes
+    thread = await discord.create_forum_thread(
+        world.forum, author=world.member, title="Question", content="Pourquoi ?"
+    )
+    await fake.wait_for_requests(1)
+    services = harness.services
+
+    closing = asyncio.create_task(harness.bot.close())  # what SIGTERM does
+    await asyncio.sleep(0)  # close() starts: it stops taking new work at once
+    assert services.in_flight.draining
+    # A post made while the bot drains is not started: the next start's catch-up has it.
+    late = await discord.create_forum_thread(
+        world.forum, author=world.member, title="Pendant l'arrêt", content="Et moi ?"
+    )
+    await discord.flush()
+    await closing
+
+    [answer] = discord.messages_in(thread)  # posted before the bot disconnected
+    assert answer.embeds and len(services.in_flight) == 0
+    assert discord.messages_in(late) == []
+    assert await services.forum_service().store.states([late.id]) == {}
+    await harness.restart_bot()
+    [late_answer] = await answers_in(harness, late)
+    assert late_answer.embeds and len(discord.messages_in(thread)) == 1

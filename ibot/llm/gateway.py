@@ -210,9 +210,12 @@ class Gateway:
         """Send the planned call; write its ledger row; return it or raise LLMCallError."""
         backend, estimate, reservation = plan.backend, plan.estimate, plan.reservation
         sent = replace(plan.request, call_id=uuid.uuid4().hex)
-        pending = await self._open(request, backend.name, sent, estimate)
+        pending: int | None = None
         try:
             async with self._slot(backend, sent, estimate):
+                # Written once the call has its slot, just before it is sent: a call
+                # still queued when the process dies was never sent and costs nothing.
+                pending = await self._open(request, backend.name, sent, estimate)
                 response = await backend.complete(
                     sent,
                     prompt_estimate=estimate.prompt_tokens,

@@ -80,8 +80,12 @@ class Harness:
         settings: dict[str, Any] | None = None,
         openai: dict[str, Any] | None = None,
         discord: dict[str, Any] | None = None,
+        in_process_bot: bool = True,
     ) -> None:
+        """`in_process_bot=False`: only the fakes and the world start (the bot runs as a
+        process of its own: see ibot/testing/bot_process.py)."""
         self.workdir = workdir
+        self.in_process_bot = in_process_bot
         self.overrides = settings or {}
         self.discord = FakeDiscord(token=DISCORD_TOKEN, **(discord or {}))
         self.openai = FakeOpenAI(api_key=OPENAI_KEY, **(openai or {}))
@@ -102,7 +106,8 @@ class Harness:
         await self.discord.start()
         await self.openai.start()
         self.world = build_world(self.discord)
-        await self.start_bot()
+        if self.in_process_bot:
+            await self.start_bot()
 
     def settings(self) -> Settings:
         world = self.world
