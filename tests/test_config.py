@@ -240,6 +240,9 @@ def test_missing_file_given_explicitly_is_an_error(tmp_path):
         ({"IBOT_LOGGING__LEVEL": "loud"}, "logging.level"),
         ({"IBOT_PRICES_FILE": "nowhere.toml"}, "prices_file"),
         ({"GPT_CHANNEL_ID": "general"}, "gpt_channel_id"),
+        ({"IBOT_DISCORD__API_BASE_URL": "discord.com/api"}, "discord.api_base_url"),
+        ({"IBOT_OPENAI__MAX_CONCURRENT_CALLS": "0"}, "openai.max_concurrent_calls"),
+        ({"IBOT_DISCORD__SHUTDOWN_GRACE_S": "-1"}, "discord.shutdown_grace_s"),
     ],
 )
 def test_bad_values_from_the_environment_name_their_key(monkeypatch, env, key):
