@@ -138,8 +138,8 @@ class Ledger:
         """Insert one row and commit it; returns its id.
 
         Safe under many concurrent calls on SQLite: the engine sets WAL and a 5 s busy
-        timeout, and the transaction starts with its write, so a writer waits for the
-        lock instead of failing with 'database is locked'.
+        timeout, and each write is one statement committed on its own (see
+        `make_sessionmaker`), so the write lock is never held across event-loop turns.
         """
         record = _to_record(entry)
         async with self._sessionmaker() as session:
