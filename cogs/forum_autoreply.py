@@ -120,7 +120,7 @@ class ForumAutoReply(commands.Cog):
             outcome = await self.service.answer(post)
         if not isinstance(outcome, Answered):
             await thread.send(failure_text(outcome, self.lang), allowed_mentions=NO_MENTIONS)
-            await self.service.finish(
+            await self._finish_after_posting(
                 thread.id,
                 ThreadState.FAILED,
                 ledger_id=outcome.ledger_id,
@@ -137,12 +137,22 @@ class ForumAutoReply(commands.Cog):
         for embeds in messages:
             sent = await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
             first = first or sent
-        await self.service.finish(
+        await self._finish_after_posting(
             thread.id,
             ThreadState.ANSWERED,
             message_id=first.id if first else None,
             ledger_id=outcome.ledger_id,
         )
+
+    async def _finish_after_posting(self, thread_id: int, state: ThreadState, **kw: object) -> None:
+        """Record the thread's outcome once its message is posted. If the database fails
+        now, the user already has their message: nothing more is posted (no error after
+        an answer), and the claim left behind is settled by the next start's catch-up,
+        which finds the posted message."""
+        try:
+            await self.service.finish(thread_id, state, **kw)
+        except Exception:
+            log.exception("thread_state_write_failed", thread_id=thread_id, state=str(state))
 
     async def catch_up(self) -> None:
         """Answer the threads opened while the bot was down (within catch_up_hours)."""

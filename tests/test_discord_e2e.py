@@ -423,3 +423,33 @@ async def test_a_graceful_stop_lets_the_answer_in_progress_reach_discord(harness
     await harness.restart_bot()
     [late_answer] = await answers_in(harness, late)
     assert late_answer.embeds and len(discord.messages_in(thread)) == 1
+
+
+async def test_a_database_failure_after_the_answer_posts_nothing_more(harness, monkeypatch):
+    world, discord = harness.world, harness.discord
+    store = harness.bot.get_cog("ForumAutoReply").service.store
+    finish = store.finish
+    failed = asyncio.Event()
+
+    async def locked_once(*args, **kwargs):  # the write after the answer fails, once
+        if not failed.is_set():
+            failed.set()
+            raise OSError("database is locked")
+        return await finish(*args, **kwargs)
+
+    monkeypatch.setattr(store, "finish", locked_once)
+    thread = await discord.create_forum_thread(
+        world.forum, author=world.member, title="Question", content="Comment faire ?"
+    )
+    [answer] = await answers_in(harness, thread)
+    await asyncio.wait_for(failed.wait(), 10)
+    await discord.flush()
+    await harness.restart_bot()  # the catch-up finds the posted answer
+    later = await discord.create_forum_thread(
+        world.forum, author=world.member, title="Autre", content="Et ça ?"
+    )
+    await answers_in(harness, later)
+
+    assert answer.embeds and discord.messages_in(thread) == [answer]
+    states = await harness.services.forum_service().store.states([thread.id])
+    assert states[thread.id][0] is ThreadState.ANSWERED
