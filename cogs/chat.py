@@ -54,41 +54,44 @@ class ChatCog(commands.Cog):
         if not self.policy.allows(Access.ASK, member_facts(message.author, message.guild)):
             return  # denied roles are ignored silently in a public channel
         async with self.services.in_flight.track():  # a graceful stop lets it finish
-            history = await self._thread_history(message) if followup else None
-            context = CallContext(
-                feature=Feature.CHAT,
-                guild_id=message.guild.id,
-                channel_id=getattr(channel, "parent_id", None) or channel.id,
-                thread_id=channel.id if isinstance(channel, nextcord.Thread) else None,
-                user_id=message.author.id,
+            await self._answer(message, followup=followup)
+
+    async def _answer(self, message: nextcord.Message, *, followup: bool) -> None:
+        channel = message.channel
+        assert message.guild is not None
+        history = await self._thread_history(message) if followup else None
+        context = CallContext(
+            feature=Feature.CHAT,
+            guild_id=message.guild.id,
+            channel_id=getattr(channel, "parent_id", None) or channel.id,
+            thread_id=channel.id if isinstance(channel, nextcord.Thread) else None,
+            user_id=message.author.id,
+        )
+        async with channel.typing():
+            outcome = await self.service.reply(
+                channel_id=channel.id,
+                message_id=message.id,
+                author=message.author.display_name,
+                content=message.clean_content,
+                context=context,
+                history=history,
             )
-            async with channel.typing():
-                outcome = await self.service.reply(
-                    channel_id=channel.id,
-                    message_id=message.id,
-                    author=message.author.display_name,
-                    content=message.clean_content,
-                    context=context,
-                    history=history,
+        match outcome:
+            case Answered():
+                messages = answered_embeds(outcome, title=self.title, lang=self.lang, limit_bytes=0)
+                for index, embeds in enumerate(messages):
+                    if index == 0:
+                        await message.reply(
+                            embeds=embeds, allowed_mentions=NO_MENTIONS, mention_author=False
+                        )
+                    else:
+                        await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+            case Failed():
+                await message.reply(
+                    failure_text(outcome, self.lang),
+                    allowed_mentions=NO_MENTIONS,
+                    mention_author=False,
                 )
-            match outcome:
-                case Answered():
-                    messages = answered_embeds(
-                        outcome, title=self.title, lang=self.lang, limit_bytes=0
-                    )
-                    for index, embeds in enumerate(messages):
-                        if index == 0:
-                            await message.reply(
-                                embeds=embeds, allowed_mentions=NO_MENTIONS, mention_author=False
-                            )
-                        else:
-                            await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
-                case Failed():
-                    await message.reply(
-                        failure_text(outcome, self.lang),
-                        allowed_mentions=NO_MENTIONS,
-                        mention_author=False,
-                    )
 
     async def _thread_history(self, message: nextcord.Message) -> list[Turn]:
         turns = []

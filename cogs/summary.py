@@ -61,32 +61,35 @@ class SummaryCog(commands.Cog):
             return
         await interaction.response.defer(ephemeral=private)
         async with self.services.in_flight.track():  # a graceful stop lets it finish
-            channel = interaction.channel
-            history = await read_history(channel, min(messages, MAX_MESSAGES), self.bot.user)
-            context = CallContext(
-                feature=Feature.SUMMARY,
-                guild_id=interaction.guild_id,
-                channel_id=getattr(channel, "parent_id", None) or interaction.channel_id,
-                thread_id=interaction.channel_id if isinstance(channel, nextcord.Thread) else None,
-                user_id=interaction.user.id,
-            )
-            name = getattr(channel, "name", "") or ""
-            outcome = await self.service.summarize(history, channel=name, context=context)
-            followup = interaction.followup
-            match outcome:
-                case Summarized():
-                    footer = cost_footer(
-                        outcome.usage, outcome.cost_micros, outcome.backend, self.lang
+            await self._summarize(interaction, messages, private)
+
+    async def _summarize(
+        self, interaction: nextcord.Interaction, messages: int, private: bool
+    ) -> None:
+        channel = interaction.channel
+        history = await read_history(channel, min(messages, MAX_MESSAGES), self.bot.user)
+        context = CallContext(
+            feature=Feature.SUMMARY,
+            guild_id=interaction.guild_id,
+            channel_id=getattr(channel, "parent_id", None) or interaction.channel_id,
+            thread_id=interaction.channel_id if isinstance(channel, nextcord.Thread) else None,
+            user_id=interaction.user.id,
+        )
+        name = getattr(channel, "name", "") or ""
+        outcome = await self.service.summarize(history, channel=name, context=context)
+        followup = interaction.followup
+        match outcome:
+            case Summarized():
+                footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
+                title = t("summary.title", self.lang, channel=name, count=outcome.messages)
+                for embeds in answer_embeds(outcome.text, title=title, footer=footer):
+                    await followup.send(
+                        embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
                     )
-                    title = t("summary.title", self.lang, channel=name, count=outcome.messages)
-                    for embeds in answer_embeds(outcome.text, title=title, footer=footer):
-                        await followup.send(
-                            embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
-                        )
-                case NothingToSummarize():
-                    await followup.send(t("summary.too_few_messages", self.lang), ephemeral=True)
-                case SummaryFailed():
-                    await followup.send(failure_text(outcome, self.lang), ephemeral=True)
+            case NothingToSummarize():
+                await followup.send(t("summary.too_few_messages", self.lang), ephemeral=True)
+            case SummaryFailed():
+                await followup.send(failure_text(outcome, self.lang), ephemeral=True)
 
 
 async def read_history(
