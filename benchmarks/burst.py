@@ -71,6 +71,7 @@ async def one_burst(args: argparse.Namespace, *, paced: bool) -> dict[str, objec
                 if not paced:
                     harness.services.gateway.pacer = None
             fake.hang_s = args.timeout_s * 5
+            fake.latency_s = args.latency_s
             if args.faults:
                 fake.fault_rates = {"5xx": 0.10, "hang": 0.05}
             opened: dict[int, float] = {}
@@ -170,6 +171,9 @@ def main() -> None:
     )
     parser.add_argument("--max-output-tokens", type=int, default=150)
     parser.add_argument("--timeout-s", type=float, default=2.0)
+    parser.add_argument(
+        "--latency-s", type=float, default=0.0, help="how long each model answer takes"
+    )
     parser.add_argument("--deadline-s", type=float, default=3600.0)
     parser.add_argument("--faults", action="store_true")
     parser.add_argument(
