@@ -250,3 +250,24 @@ async def test_many_concurrent_records_on_any_database(ledger):
 
     assert len(set(ids)) == 100
     assert (await ledger.totals()).calls == 100
+
+
+async def test_a_pending_row_is_completed_in_place_or_closed_as_interrupted(ledger):
+    sent = await ledger.record(
+        entry(status=CallStatus.PENDING, cost_micros=0, call_id="c1", usage_source="estimated")
+    )
+    lost = await ledger.record(
+        entry(status=CallStatus.PENDING, cost_micros=0, call_id="c2", usage_source="estimated")
+    )
+    assert [row.id for row in await ledger.pending()] == [sent, lost]
+
+    assert await ledger.complete(sent, entry(call_id="c1", created_at=T0 + timedelta(seconds=9)))
+    assert await ledger.close_interrupted(lost, cost_micros=4200, note="process died")
+    assert not await ledger.complete(lost, entry(call_id="c2"))  # closed rows stay closed
+
+    done, interrupted = await ledger.rows()
+    assert (done.id, done.status, done.cost_micros, done.call_id) == (sent, "ok", 3500, "c1")
+    assert done.created_at == T0  # when the call was sent
+    assert (interrupted.status, interrupted.error_kind) == ("error", ErrorKind.INTERRUPTED)
+    assert (interrupted.cost_micros, interrupted.usage_source) == (4200, UsageSource.ESTIMATED)
+    assert await ledger.pending() == []
