@@ -65,6 +65,11 @@ class AskCog(commands.Cog):
                 t("ask.refused_role", self.lang), ephemeral=True
             )
             return
+        if self.services.in_flight.draining:  # stopping: this answer could be cut off
+            await interaction.response.send_message(
+                t("error.restarting", self.lang), ephemeral=True
+            )
+            return
         wait = self.cooldowns.try_acquire(interaction.user.id)
         if wait > 0:
             await interaction.response.send_message(

@@ -59,6 +59,11 @@ class SummaryCog(commands.Cog):
         if not self.policy.allows(Access.SUMMARY, facts):
             await interaction.response.send_message(t("summary.refused", self.lang), ephemeral=True)
             return
+        if self.services.in_flight.draining:  # stopping: this answer could be cut off
+            await interaction.response.send_message(
+                t("error.restarting", self.lang), ephemeral=True
+            )
+            return
         await interaction.response.defer(ephemeral=private)
         async with self.services.in_flight.track():  # a graceful stop lets it finish
             await self._summarize(interaction, messages, private)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from ibot.db.threads import ThreadState
+from ibot.i18n import t
 from ibot.llm.types import Usage
 from ibot.pricing import default_price_table, format_usd
 from ibot.testing.harness import Harness
@@ -413,9 +414,15 @@ async def test_a_graceful_stop_lets_the_answer_in_progress_reach_discord(harness
     late = await discord.create_forum_thread(
         world.forum, author=world.member, title="Pendant l'arrêt", content="Et moi ?"
     )
+    # A question asked while it drains gets a short private "ask again", not silence.
+    ask = await discord.invoke_slash(
+        world.guild, world.member, world.text, "ask-gpt", {"question": "Bonjour ?"}
+    )
+    restarting = await ask.wait_answer(timeout=5)
     await discord.flush()
     await closing
 
+    assert restarting.ephemeral and restarting.content == t("error.restarting", "fr")
     [answer] = discord.messages_in(thread)  # posted before the bot disconnected
     assert answer.embeds and len(services.in_flight) == 0
     assert discord.messages_in(late) == []
