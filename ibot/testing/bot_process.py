@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from ibot.testing.harness import DISCORD_TOKEN, OPENAI_KEY, Harness
+from ibot.testing.harness import DISCORD_TOKEN, OPENAI_KEY, Harness, world_settings
 
 
 def free_port() -> int:
@@ -56,25 +56,10 @@ class BotProcess:
         self.health_port = free_port()
         self.database = workdir / "ibot.db"
         self.log_path = workdir / "bot.log"
-        overrides = dict(settings or {})
-        config: dict[str, Any] = {
-            **overrides,
-            "discord": {
-                "guild_ids": [world.guild.id],
-                "forum_channel_ids": [world.forum.id],
-                "gpt_channel_ids": [world.chat.id],
-                "ask_cooldown_s": 0,
-                "api_base_url": harness.discord.base_url,
-                **overrides.get("discord", {}),
-            },
-            "roles": {
-                "denied_ask": [world.denied_role.id],
-                "moderators": [world.mod_role.id],
-                "admins": [world.admin_role.id],
-            },
-            "health": {"enabled": True, "port": self.health_port},
-            "logging": {"format": "json", "level": "INFO"},
-        }
+        config = world_settings(world, settings or {})
+        config["discord"].setdefault("api_base_url", harness.discord.base_url)
+        config["health"] = {"enabled": True, "port": self.health_port}
+        config["logging"] = {"format": "json", "level": "INFO"}
         self.config_path = workdir / "ibot.toml"
         self.config_path.write_text(toml_text(config) + "\n", encoding="utf-8")
         self.env = {

@@ -72,6 +72,26 @@ def build_world(fake: FakeDiscord) -> World:
     )
 
 
+def world_settings(world: World, overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with the discord and roles sections pointed at `world` (its guild,
+    forum, chat channel and roles; no /ask-gpt cooldown); their own keys win."""
+    settings = dict(overrides)
+    settings["discord"] = {
+        "guild_ids": [world.guild.id],
+        "forum_channel_ids": [world.forum.id],
+        "gpt_channel_ids": [world.chat.id],
+        "ask_cooldown_s": 0,
+        **overrides.get("discord", {}),
+    }
+    settings["roles"] = {
+        "denied_ask": [world.denied_role.id],
+        "moderators": [world.mod_role.id],
+        "admins": [world.admin_role.id],
+        **overrides.get("roles", {}),
+    }
+    return settings
+
+
 class Harness:
     def __init__(
         self,
@@ -110,22 +130,9 @@ class Harness:
             await self.start_bot()
 
     def settings(self) -> Settings:
-        world = self.world
-        assert world is not None
-        overrides = dict(self.overrides)
-        discord = {
-            "guild_ids": [world.guild.id],
-            "forum_channel_ids": [world.forum.id],
-            "gpt_channel_ids": [world.chat.id],
-            "ask_cooldown_s": 0,
-            **overrides.pop("discord", {}),
-        }
-        roles = {
-            "denied_ask": [world.denied_role.id],
-            "moderators": [world.mod_role.id],
-            "admins": [world.admin_role.id],
-            **overrides.pop("roles", {}),
-        }
+        assert self.world is not None
+        overrides = world_settings(self.world, self.overrides)
+        discord, roles = overrides.pop("discord"), overrides.pop("roles")
         return load_settings(
             None,
             discord_token=DISCORD_TOKEN,
