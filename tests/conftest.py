@@ -7,8 +7,13 @@ developer's own OPENAI_API_KEY or BOT_TOKEN can neither leak into nor change a t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+from throwaway_pg import DB_KINDS, database_url
+
+from ibot.db.engine import create_engine, make_sessionmaker
+from ibot.db.migrate import upgrade
 
 _HOST_VARIABLES = (
     "BOT_TOKEN",
@@ -29,3 +34,19 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("IBOT_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=DB_KINDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh, empty database URL: SQLite, then PostgreSQL (skipped without a server)."""
+    async with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def sessionmaker(db_url: str):
+    """Sessions on `db_url`, upgraded to the current schema."""
+    await upgrade(db_url)
+    engine = create_engine(db_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from throwaway_pg import DB_KINDS, database_url
 
 from cogs._render import failure_text
 from cogs.budget import alert_text
@@ -71,13 +70,12 @@ async def db(tmp_path: Path):
     await engine.dispose()
 
 
-@pytest.fixture(params=DB_KINDS)
-async def any_db(request: pytest.FixtureRequest, tmp_path: Path):
+@pytest.fixture
+async def any_db(db_url: str):
     """SQLite and PostgreSQL: the audit rows and the alerts' unique key on both."""
-    async with database_url(request.param, tmp_path) as url:
-        engine, stores = await open_db(url)
-        yield stores
-        await engine.dispose()
+    engine, stores = await open_db(db_url)
+    yield stores
+    await engine.dispose()
 
 
 @pytest.fixture

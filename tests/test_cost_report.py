@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from throwaway_pg import DB_KINDS, database_url
 
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger, LedgerEntry
@@ -46,20 +45,6 @@ NOW = datetime(2025, 3, 15, 14, 30, tzinfo=UTC)
 GUILD = 111_222_333_444_555_666
 OTHER_GUILD = GUILD + 1
 USERS = [2**60 + 5, 2**60 + 6, 42, 7, None]
-
-
-@pytest.fixture(params=DB_KINDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    async with database_url(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def sessionmaker(db_url: str):
-    await upgrade(db_url)
-    engine = create_engine(db_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 def random_entries(count: int, seed: int = 3) -> list[LedgerEntry]:

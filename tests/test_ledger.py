@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-from throwaway_pg import DB_KINDS, database_url
 
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger, LedgerEntry, LedgerRow, Totals
@@ -17,12 +15,6 @@ from ibot.llm.types import Backend, CallStatus, ErrorKind, Feature, UsageSource
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 BIG = 2**63 - 1  # the largest BIGINT; real snowflakes are ~2^60, both beyond 2^53
-
-
-@pytest.fixture(params=DB_KINDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    async with database_url(request.param, tmp_path) as url:
-        yield url
 
 
 @pytest.fixture

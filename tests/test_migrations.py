@@ -14,7 +14,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
-from throwaway_pg import DB_KINDS, database_url
 
 from ibot.db.engine import create_engine, make_sessionmaker, normalize_url
 from ibot.db.ledger import Ledger, LedgerEntry
@@ -29,12 +28,6 @@ from ibot.db.migrate import (
 from ibot.db.models import all_models_metadata
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=DB_KINDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    async with database_url(request.param, tmp_path) as url:
-        yield url
 
 
 def entry(**overrides) -> LedgerEntry:

@@ -8,14 +8,10 @@ import json
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
-from throwaway_pg import DB_KINDS, database_url
 
-from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger, LedgerEntry, LedgerRow
-from ibot.db.migrate import upgrade
 from ibot.llm.types import Backend, CallStatus, Feature, UsageSource
 from ibot.services.reports import (
     NO_KEY,
@@ -36,20 +32,6 @@ from ibot.services.reports import (
 NOW = datetime(2025, 3, 15, 14, 30, 15, tzinfo=UTC)
 GUILD = 111_222_333_444_555_666
 PERIOD = Period(datetime(2025, 3, 10, tzinfo=UTC), datetime(2025, 3, 16, tzinfo=UTC), "test")
-
-
-@pytest.fixture(params=DB_KINDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    async with database_url(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-async def sessionmaker(db_url: str):
-    await upgrade(db_url)
-    engine = create_engine(db_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 def random_entries(count: int, seed: int = 7) -> list[LedgerEntry]:
