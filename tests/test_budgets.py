@@ -444,3 +444,53 @@ def test_alert_messages_say_how_far_and_when_it_renews():
     assert alert_text(half, "en").startswith("⚠️ The server's daily budget has reached 50%")
     assert alert_text(spent, "fr").startswith("🛑 Budget mensuel du serveur épuisé (20.00 / 20.00")
     assert stamp in alert_text(spent, "en")
+
+
+async def test_a_call_cancelled_after_it_was_sent_counts_its_worst_case(db, backend, fake):
+    # A graceful stop that runs past its grace cancels the answers still in flight: the
+    # request has gone out, OpenAI may bill it, so the ledger and the budget both count
+    # its worst case, marked as an estimate, never 0.
+    budgets = manager(db, guild_daily_usd=5)
+    gw = gateway(db, backend, budgets)
+    req = request(ctx())
+    worst = worst_case(gw, req)
+    fake.hang()
+
+    task = asyncio.create_task(gw.complete(req))
+    await fake.wait_for_requests(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [row] = await db[0].rows()
+    assert (row.status, row.error_kind) == ("error", "cancelled")
+    assert row.cost_micros == worst
+    assert row.usage_source == "estimated" and row.completion_tokens == req.max_output_tokens
+    status = {s.scope: s for s in await budgets.status(GUILD, user_id=7)}
+    for scope in Scope:
+        assert (status[scope].spent_micros, status[scope].reserved_micros) == (worst, 0)
+
+
+async def test_a_call_cancelled_before_it_was_sent_costs_nothing(db, backend, fake):
+    # Still waiting for its turn (here: its budget check), nothing went out: nothing counts.
+    budgets = manager(db, guild_daily_usd=5)
+    gw = gateway(db, backend, budgets)
+    entered, release = asyncio.Event(), asyncio.Event()
+    reserve = budgets.reserve
+
+    async def slow_reserve(context, model, worst):
+        entered.set()
+        await release.wait()
+        return await reserve(context, model, worst)
+
+    budgets.reserve = slow_reserve  # type: ignore[method-assign]
+    task = asyncio.create_task(gw.complete(request(ctx())))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert fake.requests == []
+    assert all(row.cost_micros in (0, None) for row in await db[0].rows())
+    status = {s.scope: s for s in await budgets.status(GUILD)}
+    assert status[Scope.GUILD_DAILY].spent_micros == 0

@@ -211,11 +211,13 @@ class Gateway:
         backend, estimate, reservation = plan.backend, plan.estimate, plan.reservation
         sent = replace(plan.request, call_id=uuid.uuid4().hex)
         pending: int | None = None
+        went_out = False
         try:
             async with self._slot(backend, sent, estimate):
                 # Written once the call has its slot, just before it is sent: a call
                 # still queued when the process dies was never sent and costs nothing.
                 pending = await self._open(request, backend.name, sent, estimate)
+                went_out = True
                 response = await backend.complete(
                     sent,
                     prompt_estimate=estimate.prompt_tokens,
@@ -245,7 +247,7 @@ class Gateway:
             raise LLMCallError(err.kind, err.message, ledger_id=ledger_id) from None
         except asyncio.CancelledError:
             await asyncio.shield(
-                self._cancelled(request, backend.name, reservation, started, sent, pending)
+                self._cancelled(plan, request, started, sent, pending, went_out=went_out)
             )
             raise
 
@@ -379,22 +381,51 @@ class Gateway:
 
     async def _cancelled(
         self,
+        plan: _Plan,
         request: LLMRequest,
-        backend: Backend,
-        reservation: Reservation,
         started: float,
         sent: LLMRequest,
         pending: int | None,
+        *,
+        went_out: bool,
     ) -> None:
-        await self.budget.settle(reservation, 0)
+        """Settle and record a call cancelled by its caller (a stop past its grace, a
+        summary whose sibling failed).
+
+        Still queued, nothing was sent: it costs nothing. Once the request has gone out,
+        OpenAI may bill it whatever we do, so, like a call cut off by a crash
+        (`close_interrupted`), it counts at its worst case, marked as an estimate.
+        """
+        if went_out and plan.backend.name is not Backend.LOCAL:
+            usage = self._worst_usage(plan.estimate, sent)
+            cost = plan.estimate.worst_case_micros
+            message = "cancelled after the request was sent; worst-case usage counted"
+        else:
+            usage, cost = Usage(), 0
+            message = "cancelled before the request was sent"
+        await self.budget.settle(plan.reservation, cost)
         await self._record_failure(
             request,
-            backend,
+            plan.backend.name,
             ErrorKind.CANCELLED,
-            "cancelled while waiting for the model",
+            message,
             started,
+            usage=usage,
+            cost=cost,
+            model=sent.model,
             call_id=sent.call_id,
             pending=pending,
+        )
+
+    @staticmethod
+    def _worst_usage(estimate: Estimate, sent: LLMRequest) -> Usage:
+        """The most a sent call can be billed for: its prompt and all the output it may
+        have had."""
+        return Usage(
+            prompt_tokens=estimate.prompt_tokens,
+            image_tokens=estimate.image_tokens,
+            completion_tokens=sent.max_output_tokens,
+            source=UsageSource.ESTIMATED,
         )
 
     async def _open(
@@ -402,18 +433,12 @@ class Gateway:
     ) -> int | None:
         """Write the pending row of a call about to be sent; its id, or None if the
         database failed (the outcome is then inserted as a row of its own)."""
-        estimated = Usage(
-            prompt_tokens=estimate.prompt_tokens,
-            image_tokens=estimate.image_tokens,
-            completion_tokens=sent.max_output_tokens,  # the most it can be
-            source=UsageSource.ESTIMATED,
-        )
         entry = self._entry(
             request,
             backend,
             CallStatus.PENDING,
             0.0,
-            usage=estimated,
+            usage=self._worst_usage(estimate, sent),
             cost=0,  # the budget reservation holds the worst case meanwhile
             model=sent.model,
             request_id=None,
