@@ -494,3 +494,32 @@ async def test_a_call_cancelled_before_it_was_sent_costs_nothing(db, backend, fa
     assert all(row.cost_micros in (0, None) for row in await db[0].rows())
     status = {s.scope: s for s in await budgets.status(GUILD)}
     assert status[Scope.GUILD_DAILY].spent_micros == 0
+
+
+async def test_a_slow_budget_lookup_for_one_guild_does_not_delay_another_guilds_call(
+    db, backend, fake
+):
+    # The database is slow for one guild (its caps take long to read): the other guild's
+    # calls go on meanwhile instead of waiting behind a lock held across that read.
+    budgets = manager(db, guild_daily_usd=5)
+    gw = gateway(db, backend, budgets)
+    entered, release = asyncio.Event(), asyncio.Event()
+    latest_changes = budgets.store.latest_changes
+
+    async def slow_for_guild(guild_id: int):
+        if guild_id == GUILD:
+            entered.set()
+            await release.wait()
+        return await latest_changes(guild_id)
+
+    budgets.store.latest_changes = slow_for_guild  # type: ignore[method-assign]
+    stuck = asyncio.create_task(gw.complete(request(ctx(guild=GUILD))))
+    await entered.wait()
+
+    other = await asyncio.wait_for(gw.complete(request(ctx(guild=OTHER_GUILD))), timeout=10)
+
+    assert other.status == CallStatus.OK and not stuck.done()
+    release.set()
+    assert (await stuck).status == CallStatus.OK
+    status = {s.scope: s for s in await budgets.status(GUILD)}
+    assert status[Scope.GUILD_DAILY].reserved_micros == 0

@@ -12,10 +12,13 @@ else the TOML value. Periods are UTC days and UTC calendar months.
 
 Before a call the gateway *reserves* its worst-case cost: spent (the ledger's real costs
 of the period) + held by calls in flight + this worst case must fit under every cap that
-applies, checked and held under one asyncio.Lock, so 200 simultaneous calls cannot all
-see the same room. After the call `settle` swaps the hold for the real cost. What was
-spent is read from the ledger once per scope and period and then kept up to date in
-memory by `settle`, so a burst of calls costs no SUM query each.
+applies, checked and held in one step that never awaits (so, on the event loop, no
+other call runs in between), so 200 simultaneous calls cannot all see the same room.
+After the call `settle` swaps the hold for the real cost. What was spent is read from
+the ledger once per scope and period and then kept up to date in memory by `settle`, so
+a burst of calls costs no SUM query each. Those reads (and the guild's caps) happen
+before that step, under a lock per budget key (per guild for the caps), so a slow
+database for one guild never holds back another guild's calls.
 
 Reservations live in memory only: after a crash they are gone and only the ledger's real
 costs count, which is what was actually spent.
@@ -161,7 +164,10 @@ class BudgetManager:
             int((Decimal(repr(t)) * 100).to_integral_value()) for t in settings.alert_thresholds
         }
         self.thresholds: tuple[int, ...] = tuple(sorted(percents))
-        self._lock = asyncio.Lock()
+        # Database reads happen under these, one per key (caps: one per guild), never
+        # under a lock that every call shares.
+        self._key_locks: defaultdict[_Key, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._guild_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._changes: dict[int, dict[Scope, BudgetChange]] = {}
         self._spent: dict[_Key, int] = {}
         self._reserved: defaultdict[_Key, int] = defaultdict(int)
@@ -188,50 +194,51 @@ class BudgetManager:
         scopes = self._scopes(context)
         if not scopes:
             return Reservation(context=context, model=model, micros=worst_case_micros or 0)
-        assert context.guild_id is not None
-        now = self._clock()
-        async with self._lock:
+        guild_id = _guild_of(context)
+        while True:
+            now = self._clock()
             self._forget_old_periods(now)
-            caps = await self._caps(context.guild_id)
-            keys: list[_Key] = []
-            exceeded: list[tuple[Scope, Period]] = []
-            for scope in scopes:
-                period = period_of(scope, now)
-                key = self._key(scope, context, period)
-                await self._load(key, period)
-                keys.append(key)
-                cap = caps[scope]
-                if cap is None:
-                    continue
-                if worst_case_micros is None or (
-                    worst_case_micros > 0
-                    and self._spent[key] + self._reserved[key] + worst_case_micros > cap
-                ):
-                    exceeded.append((scope, period))
-            if exceeded:
-                scope, period = max(exceeded, key=lambda item: item[1].end)
-                raise BudgetExceeded(scope.value, period.end)
-            held = worst_case_micros or 0
-            for key in keys:
-                self._reserved[key] += held
-            token = next(self._tokens)
-            self._holds[token] = (tuple(keys), held)
+            periods = {scope: period_of(scope, now) for scope in scopes}
+            keys = [self._key(scope, context, periods[scope]) for scope in scopes]
+            caps = await self._caps(guild_id)
+            for key, scope in zip(keys, scopes, strict=True):
+                await self._load(key, periods[scope])
+            # From here to the return nothing awaits: the check and the hold are one step.
+            if all(key in self._spent for key in keys):
+                break  # else a new day began while reading and dropped a key: read again
+        exceeded: list[tuple[Scope, Period]] = []
+        for key, scope in zip(keys, scopes, strict=True):
+            cap = caps[scope]
+            if cap is None:
+                continue
+            if worst_case_micros is None or (
+                worst_case_micros > 0
+                and self._spent[key] + self._reserved[key] + worst_case_micros > cap
+            ):
+                exceeded.append((scope, periods[scope]))
+        if exceeded:
+            scope, period = max(exceeded, key=lambda item: item[1].end)
+            raise BudgetExceeded(scope.value, period.end)
+        held = worst_case_micros or 0
+        for key in keys:
+            self._reserved[key] += held
+        token = next(self._tokens)
+        self._holds[token] = (tuple(keys), held)
         return Reservation(context=context, model=model, micros=held, token=token)
 
     async def settle(self, reservation: Reservation, actual_micros: int | None) -> None:
         """Replace the hold by the real cost (an unknown cost counts 0, as in the ledger),
-        then start the alerts this spending crossed."""
-        async with self._lock:
-            hold = self._holds.pop(reservation.token, None)
-            if hold is None:
-                return  # AllowAll-style reservation (no guild), or settled twice
-            keys, held = hold
-            actual = actual_micros or 0
-            for key in keys:
-                self._reserved[key] -= held
-                if key in self._spent:
-                    self._spent[key] += actual
-            crossed = self._crossed(keys) if self.alert_sink is not None else []
+        then start the alerts this spending crossed. Nothing here awaits."""
+        hold = self._holds.pop(reservation.token, None)
+        if hold is None:
+            return  # AllowAll-style reservation (no guild), or settled twice
+        keys, held = hold
+        actual = actual_micros or 0
+        for key in keys:
+            self._reserved[key] -= held
+            if key in self._spent:
+                self._spent[key] += actual
+        crossed = self._crossed(keys) if self.alert_sink is not None else []
         for key, thresholds, spent, cap in crossed:
             self._spawn(self._send_alert(key, thresholds, spent, cap))
 
@@ -244,8 +251,8 @@ class BudgetManager:
         scope = Scope(scope)
         if cap_micros is not None and cap_micros < 0:
             raise ValueError("a cap cannot be negative")
-        async with self._lock:
-            caps = await self._caps(guild_id)
+        async with self._guild_locks[guild_id]:
+            caps = await self._caps_locked(guild_id)
             change = await self.store.add_change(
                 guild_id=guild_id,
                 scope=scope.value,
@@ -267,39 +274,37 @@ class BudgetManager:
 
     async def cap(self, guild_id: int, scope: Scope | str) -> int | None:
         """The cap in force (micro-dollars), None when there is none."""
-        async with self._lock:
-            return (await self._caps(guild_id))[Scope(scope)]
+        return (await self._caps(guild_id))[Scope(scope)]
 
     async def status(self, guild_id: int, user_id: int | None = None) -> list[ScopeStatus]:
         """Every cap of the guild with what is spent and held now; the user_daily line
         shows `user_id`'s own spending (0 without one)."""
         now = self._clock()
         statuses = []
-        async with self._lock:
-            caps = await self._caps(guild_id)
-            for scope in Scope:
-                period = period_of(scope, now)
-                spent = reserved = 0
-                if scope is not Scope.USER_DAILY or user_id is not None:
-                    key: _Key = (
-                        scope,
-                        guild_id,
-                        user_id if scope is Scope.USER_DAILY else None,
-                        period.key,
-                    )
-                    await self._load(key, period)
-                    spent, reserved = self._spent[key], self._reserved.get(key, 0)
-                statuses.append(
-                    ScopeStatus(
-                        scope=scope,
-                        cap_micros=caps[scope],
-                        change=self._changes[guild_id].get(scope),
-                        spent_micros=spent,
-                        reserved_micros=reserved,
-                        resets_at=period.end,
-                        period_key=period.key,
-                    )
+        caps = await self._caps(guild_id)
+        for scope in Scope:
+            period = period_of(scope, now)
+            spent = reserved = 0
+            if scope is not Scope.USER_DAILY or user_id is not None:
+                key: _Key = (
+                    scope,
+                    guild_id,
+                    user_id if scope is Scope.USER_DAILY else None,
+                    period.key,
                 )
+                await self._load(key, period)
+                spent, reserved = self._spent.get(key, 0), self._reserved.get(key, 0)
+            statuses.append(
+                ScopeStatus(
+                    scope=scope,
+                    cap_micros=caps[scope],
+                    change=self._changes[guild_id].get(scope),
+                    spent_micros=spent,
+                    reserved_micros=reserved,
+                    resets_at=period.end,
+                    period_key=period.key,
+                )
+            )
         return statuses
 
     async def drain(self, timeout_s: float | None = None) -> None:
@@ -326,17 +331,27 @@ class BudgetManager:
 
     @staticmethod
     def _key(scope: Scope, context: CallContext, period: Period) -> _Key:
-        assert context.guild_id is not None
         user = context.user_id if scope is Scope.USER_DAILY else None
-        return (scope, context.guild_id, user, period.key)
+        return (scope, _guild_of(context), user, period.key)
 
     async def _caps(self, guild_id: int) -> dict[Scope, int | None]:
-        """Caps in force for the guild (lock held): its newest changes, else the TOML."""
+        """Caps in force for the guild: its newest changes, else the TOML. The first
+        call for a guild reads them under the guild's own lock; then they are in memory."""
+        if guild_id not in self._changes:
+            async with self._guild_locks[guild_id]:
+                return await self._caps_locked(guild_id)
+        return self._caps_in_force(guild_id)
+
+    async def _caps_locked(self, guild_id: int) -> dict[Scope, int | None]:
+        """`_caps` with the guild's lock held."""
         if guild_id not in self._changes:
             latest = await self.store.latest_changes(guild_id)
             self._changes[guild_id] = {
                 Scope(scope): change for scope, change in latest.items() if scope in Scope
             }
+        return self._caps_in_force(guild_id)
+
+    def _caps_in_force(self, guild_id: int) -> dict[Scope, int | None]:
         changes = self._changes[guild_id]
         return {
             scope: changes[scope].cap_micros if scope in changes else self._config_caps[scope]
@@ -344,22 +359,26 @@ class BudgetManager:
         }
 
     async def _load(self, key: _Key, period: Period) -> None:
-        """Read the period's spending from the ledger, once (lock held).
+        """Read the period's spending from the ledger, once, under the key's own lock.
 
-        Every call of a guild reserves against all its scopes, capped or not, so once a
-        key is loaded every later cost reaches it through `settle`; a key is only loaded
-        when no call in flight holds it.
+        Every call of a guild reserves against all its scopes, capped or not, and only
+        after they are loaded, so once a key is loaded every later cost reaches it
+        through `settle`; while a key is being loaded no call in flight holds it, so no
+        `settle` can be missed by the read.
         """
         if key in self._spent:
             return
-        scope, guild_id, user_id, _ = key
-        self._spent[key] = await self.ledger.spent_micros(
-            start=period.start,
-            end=period.end,
-            guild_id=guild_id,
-            user_id=user_id,
-            features=USER_CAPPED_FEATURES if scope is Scope.USER_DAILY else None,
-        )
+        async with self._key_locks[key]:
+            if key in self._spent:
+                return
+            scope, guild_id, user_id, _ = key
+            self._spent[key] = await self.ledger.spent_micros(
+                start=period.start,
+                end=period.end,
+                guild_id=guild_id,
+                user_id=user_id,
+                features=USER_CAPPED_FEATURES if scope is Scope.USER_DAILY else None,
+            )
 
     def _forget_old_periods(self, now: datetime) -> None:
         """Drop the figures of past days and months once nothing in flight holds them."""
@@ -372,10 +391,13 @@ class BudgetManager:
             if not self._reserved.get(key):
                 del self._spent[key]
                 self._reserved.pop(key, None)
+        for key in [k for k, lock in self._key_locks.items() if k[3] not in current]:
+            if not self._key_locks[key].locked():
+                del self._key_locks[key]
         self._alerted = {item for item in self._alerted if item[0][3] in current}
 
     def _crossed(self, keys: Iterable[_Key]) -> list[tuple[_Key, list[int], int, int]]:
-        """Thresholds newly passed by real spending, per alerted guild cap (lock held)."""
+        """Thresholds newly passed by real spending, per alerted guild cap."""
         found = []
         for key in keys:
             scope, guild_id, _, _ = key
@@ -429,6 +451,13 @@ class BudgetManager:
         task = asyncio.ensure_future(_logged(coroutine))
         self._alert_tasks.add(task)
         task.add_done_callback(self._alert_tasks.discard)
+
+
+def _guild_of(context: CallContext) -> int:
+    """The guild of a capped call (only calls in a guild have budget scopes)."""
+    if context.guild_id is None:
+        raise ValueError("budget scopes apply to calls in a guild only")
+    return context.guild_id
 
 
 def _period_start(period_key: str) -> str:
