@@ -2,10 +2,12 @@
 
 Shared by the cogs so every answer looks the same: title, markdown body split within
 Discord's limits, and a localised footer with tokens and cost; mentions never ping.
+Also how a deferred command tells only its user that something went wrong.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -134,3 +136,21 @@ def attachment_source(attachment: nextcord.Attachment) -> AttachmentSource:
         content_type=attachment.content_type,
         read=attachment.read,
     )
+
+
+async def send_private_after_defer(
+    interaction: nextcord.Interaction, content: str, *, deferred_private: bool
+) -> None:
+    """Send `content` to the invoking user only, after `response.defer(ephemeral=...)`.
+
+    The first follow-up after a deferral does not create a message: it edits the loading
+    one, and "The ephemeral flag will be ignored, and the value you provided in the
+    initial defer response will be preserved" (Discord docs, receiving-and-responding,
+    "Create Followup Message"). So after a public deferral the public "thinking…"
+    message is deleted first; the follow-up is then a new message, and its ephemeral
+    flag counts. After a private deferral, filling the placeholder is already private.
+    """
+    if not deferred_private:
+        with contextlib.suppress(nextcord.NotFound):  # already gone: nothing to hide
+            await interaction.delete_original_message()
+    await interaction.followup.send(content, ephemeral=True, allowed_mentions=NO_MENTIONS)

@@ -14,6 +14,7 @@ from cogs._render import (
     attachment_source,
     failure_text,
     member_facts,
+    send_private_after_defer,
 )
 from ibot.app import Services
 from ibot.i18n import t
@@ -110,16 +111,15 @@ class AskCog(commands.Cog):
                     )
             case Failed():
                 self.cooldowns.release(interaction.user.id)
-                await followup.send(
-                    failure_text(outcome, self.lang),
-                    ephemeral=True,
-                    allowed_mentions=NO_MENTIONS,
+                await send_private_after_defer(
+                    interaction, failure_text(outcome, self.lang), deferred_private=private
                 )
             case TooLong():
                 self.cooldowns.release(interaction.user.id)
-                await followup.send(
+                await send_private_after_defer(
+                    interaction,
                     t("ask.too_long", self.lang, tokens=outcome.tokens, limit=outcome.limit),
-                    ephemeral=True,
+                    deferred_private=private,
                 )
 
 

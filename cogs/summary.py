@@ -6,7 +6,14 @@ import nextcord
 from nextcord import SlashOption
 from nextcord.ext import commands
 
-from cogs._render import NO_MENTIONS, answer_embeds, cost_footer, failure_text, member_facts
+from cogs._render import (
+    NO_MENTIONS,
+    answer_embeds,
+    cost_footer,
+    failure_text,
+    member_facts,
+    send_private_after_defer,
+)
 from ibot.app import Services
 from ibot.i18n import t
 from ibot.llm.types import CallContext, Feature
@@ -92,9 +99,13 @@ class SummaryCog(commands.Cog):
                         embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
                     )
             case NothingToSummarize():
-                await followup.send(t("summary.too_few_messages", self.lang), ephemeral=True)
+                await send_private_after_defer(
+                    interaction, t("summary.too_few_messages", self.lang), deferred_private=private
+                )
             case SummaryFailed():
-                await followup.send(failure_text(outcome, self.lang), ephemeral=True)
+                await send_private_after_defer(
+                    interaction, failure_text(outcome, self.lang), deferred_private=private
+                )
 
 
 async def read_history(

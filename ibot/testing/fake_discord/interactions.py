@@ -7,7 +7,8 @@ Discord's rules the fake keeps, because a bot that breaks them fails in producti
 - follow-ups need an acknowledged interaction, else 404 Unknown Webhook (10015);
 - after a deferral (type 5) the first follow-up *fills* the "thinking…" message: it
   becomes the original response and keeps the deferral's ephemerality, whatever flags
-  it asks for; later follow-ups are new messages with their own flags.
+  it asks for; later follow-ups are new messages with their own flags, and so is the
+  first one once the bot deleted the "thinking…" message.
 """
 
 from __future__ import annotations

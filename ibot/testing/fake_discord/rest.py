@@ -568,9 +568,19 @@ class RestApi:
         files = self._store_uploads(call, body)
         _validate_message(body, files, creating=True)
         original = handle.original
-        if original is not None and original.loading and not handle.followups:
+        if (
+            original is not None
+            and original.loading
+            and not original.deleted
+            and not handle.followups
+        ):
             # The first follow-up after a deferral fills the "thinking…" message and
-            # keeps its ephemerality (the flags asked for here are ignored).
+            # keeps its ephemerality (the flags asked for here are ignored): "The
+            # ephemeral flag will be ignored, and the value you provided in the initial
+            # defer response will be preserved, as an existing message's ephemeral state
+            # cannot be changed" (receiving-and-responding.mdx, Create Followup Message).
+            # A deleted placeholder no longer exists and cannot be edited: the follow-up
+            # is then a new message with the flags it asks for.
             body["flags"] = original.flags & MessageFlag.EPHEMERAL
             fake._edit_message(original, body, files, replace_attachments=True)
             stored = original
