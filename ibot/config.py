@@ -284,6 +284,17 @@ class SummarySettings(FeatureSettings):
     max_output_tokens: PositiveInt = 1500
     max_prompt_tokens: PositiveInt = 60000
 
+    @model_validator(mode="after")
+    def _prompt_holds_two_answers(self) -> SummarySettings:
+        """A combine request must hold two partial summaries, each up to an answer long."""
+        if self.max_prompt_tokens < 2 * self.max_output_tokens:
+            raise ValueError(
+                f"max_prompt_tokens ({self.max_prompt_tokens}) must be at least twice "
+                f"max_output_tokens ({self.max_output_tokens}), so that two partial "
+                "summaries fit in one request"
+            )
+        return self
+
 
 class ChatSettings(FeatureSettings):
     model: ModelName = "gpt-4o-mini"

@@ -1,16 +1,20 @@
 """Summarise a channel or thread for moderators, within the prompt token budget.
 
 When the history fits, one call summarises it. When it does not, the transcript is cut
-into chunks that each fit, the chunks are summarised concurrently (a bounded number at
-a time), and the partial summaries are combined — again in several rounds if even they
-do not fit together. No request ever exceeds `max_prompt_tokens`.
+into chunks that each fit, the chunks are summarised concurrently, and the partial
+summaries are combined — again in several rounds if even they do not fit together, each
+round at most halving their number, so that a summary always ends after a bounded number
+of calls (see `SummaryService._combine`). One semaphore bounds the calls in flight across
+all rounds, and the first failed call (a budget refusal, a backend error) cancels the
+others of its round, queued or in flight, so that nothing more is spent on a summary that
+will not be shown. No request ever exceeds `max_prompt_tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ibot import tokens
@@ -30,6 +34,8 @@ from ibot.services.ask import FeatureConfig, PromptBuilder
 
 # Tokens kept free in every request for the template's own words and message overhead.
 _TEMPLATE_MARGIN = 200
+# Between two partial summaries in a combine request.
+_COMBINE_SEPARATOR = "\n\n---\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,17 @@ class SummaryFailed:
 SummaryOutcome = Summarized | NothingToSummarize | SummaryFailed
 
 
+@dataclass(slots=True)
+class _Run:
+    """One summary in progress: where it is for, its calls' bound, what they returned."""
+
+    channel: str
+    context: CallContext
+    semaphore: asyncio.Semaphore
+    results: list[LLMResult] = field(default_factory=list)
+    failed: bool = False  # a call failed: the summary is over, start no other call
+
+
 class SummaryService:
     def __init__(
         self,
@@ -94,12 +111,16 @@ class SummaryService:
         lines = [m.line() for m in history if m.content.strip() or m.attachments]
         if not lines:
             return NothingToSummarize()
-        context = context or CallContext(feature=Feature.SUMMARY)
-        results: list[LLMResult] = []
+        run = _Run(
+            channel=channel,
+            context=context or CallContext(feature=Feature.SUMMARY),
+            semaphore=asyncio.Semaphore(self.concurrency),
+        )
         try:
-            text = await self._summarize_lines(lines, channel, context, results)
+            text = await self._summarize_lines(lines, run)
         except LLMCallError as err:
             return SummaryFailed(err.kind, budget=err.budget, resets_at=err.resets_at)
+        results = run.results
         return Summarized(
             text=text,
             usage=_sum_usage(results),
@@ -124,35 +145,72 @@ class SummaryService:
             ),
         )
 
-    async def _summarize_lines(
-        self, lines: list[str], channel: str, context: CallContext, results: list[LLMResult]
-    ) -> str:
+    async def _summarize_lines(self, lines: list[str], run: _Run) -> str:
         transcript = "\n".join(lines)
-        if tokens.count_text(transcript, self.config.model) <= self._budget("summary", channel):
-            return await self._call("summary", channel, transcript, context, results)
-        chunks = self._chunks(lines, self._budget("summary_chunk", channel))
-        semaphore = asyncio.Semaphore(self.concurrency)
+        if tokens.count_text(transcript, self.config.model) <= self._budget("summary", run.channel):
+            [text] = await self._round("summary", [transcript], run)
+            return text
+        chunks = self._chunks(lines, self._budget("summary_chunk", run.channel))
+        partials = await self._round("summary_chunk", chunks, run)
+        return await self._combine(partials, run)
 
-        async def one(chunk: str) -> str:
-            async with semaphore:
-                return await self._call("summary_chunk", channel, chunk, context, results)
+    async def _combine(self, partials: list[str], run: _Run) -> str:
+        """Combine the partial summaries, in rounds, into one.
 
-        partials = await asyncio.gather(*(one(chunk) for chunk in chunks))
-        return await self._combine(list(partials), channel, context, results)
+        Termination, and a bound on the calls: let N >= 1 be the number of chunks (at
+        most the number of messages, since a chunk holds at least one). A round with p
+        partials makes g calls, whose answers are the next round's partials, where g = 1
+        when p = 1 or when all p fit in one request (the last round), and otherwise
+        g <= ceil(p / 2): `_groups` keeps the budget's own grouping only when it halves
+        the count, else it packs the partials two by two, shortening them to fit. So
+        after round r at most ceil(N / 2^r) partials are left (ceil(ceil(x) / 2) =
+        ceil(x / 2)), and one is left, which ends the loop, after at most
+        R = ceil(log2 N) rounds (one round when N = 1). The combine rounds make at most
+        sum_{r=1..R} ceil(N / 2^r) < N + R calls, so a summary makes at most
+        N + (N + R - 1) <= 2N + ceil(log2 N) calls in all (2 when N = 1), whatever
+        the length of the answers and the budget.
+        """
+        budget = self._budget("summary_combine", run.channel)
+        while True:
+            merged = await self._round("summary_combine", self._groups(partials, budget), run)
+            if len(merged) == 1:
+                return merged[0]
+            assert len(merged) <= (len(partials) + 1) // 2  # the shrink the proof rests on
+            partials = merged
 
-    async def _combine(
-        self, partials: list[str], channel: str, context: CallContext, results: list[LLMResult]
-    ) -> str:
-        budget = self._budget("summary_combine", channel)
-        joined = "\n\n---\n\n".join(partials)
-        if tokens.count_text(joined, self.config.model) <= budget or len(partials) == 1:
-            body = tokens.truncate_text(joined, budget, self.config.model)
-            return await self._call("summary_combine", channel, body, context, results)
-        groups = self._chunks(partials, budget, separator="\n\n---\n\n")
-        merged = await asyncio.gather(
-            *(self._call("summary_combine", channel, g, context, results) for g in groups)
-        )
-        return await self._combine(list(merged), channel, context, results)
+    def _groups(self, partials: list[str], budget: int) -> list[str]:
+        """The request bodies of one combine round: one body when everything fits (or
+        there is one partial), else at most ceil(len(partials) / 2) of them."""
+        joined = _COMBINE_SEPARATOR.join(partials)
+        if len(partials) == 1 or tokens.count_text(joined, self.config.model) <= budget:
+            return [tokens.truncate_text(joined, budget, self.config.model)]
+        groups = self._chunks(partials, budget, separator=_COMBINE_SEPARATOR)
+        if len(groups) <= (len(partials) + 1) // 2:
+            return groups
+        # Partials so long that few fit together (each nearly fills the budget): grouping
+        # them would not shrink their number, and the next round would pay for as many
+        # calls again. Pack them two by two instead, shortening what does not fit.
+        return [self._pair(partials[i : i + 2], budget) for i in range(0, len(partials), 2)]
+
+    def _pair(self, pair: list[str], budget: int) -> str:
+        """One or two partials joined into at most `budget` tokens; when two do not fit,
+        the longer one is cut first, and each keeps at least half of the room."""
+        model = self.config.model
+        if len(pair) == 1:
+            return tokens.truncate_text(pair[0], budget, model)
+        first, second = pair
+        room = budget - tokens.count_text(_COMBINE_SEPARATOR, model)
+        size_first, size_second = tokens.count_text(first, model), tokens.count_text(second, model)
+        if size_first + size_second > room:
+            half = room // 2
+            if size_first <= half:
+                second = tokens.truncate_text(second, room - size_first, model)
+            elif size_second <= half:
+                first = tokens.truncate_text(first, room - size_second, model)
+            else:
+                first = tokens.truncate_text(first, half, model)
+                second = tokens.truncate_text(second, room - half, model)
+        return _COMBINE_SEPARATOR.join((first, second))
 
     def _chunks(self, items: list[str], budget: int, separator: str = "\n") -> list[str]:
         """Group consecutive items into texts of at most `budget` tokens each."""
@@ -174,23 +232,44 @@ class SummaryService:
             chunks.append(separator.join(current))
         return chunks
 
-    async def _call(
-        self,
-        template_key: str,
-        channel: str,
-        body: str,
-        context: CallContext,
-        results: list[LLMResult],
-    ) -> str:
+    async def _round(self, template_key: str, bodies: list[str], run: _Run) -> list[str]:
+        """One call per body, in order; at most `concurrency` in flight, all rounds of the
+        summary sharing one semaphore. The first failure cancels the other calls, queued
+        or in flight (the gateway writes a cancelled call's ledger row and frees its
+        reservation), and is raised itself once they are all stopped."""
+
+        async def one(body: str) -> str:
+            async with run.semaphore:
+                if run.failed:
+                    # A sibling failed and freed this slot on its way out; the group is
+                    # about to cancel this call: do not start it in the meantime.
+                    raise asyncio.CancelledError
+                try:
+                    return await self._call(template_key, body, run)
+                except Exception:
+                    run.failed = True  # before the slot is freed for a queued call
+                    raise
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(body)) for body in bodies]
+        except BaseExceptionGroup as failed:
+            first = failed.exceptions[0]  # in the order the calls failed
+            if isinstance(first, LLMCallError):
+                raise first from None
+            raise
+        return [task.result() for task in tasks]
+
+    async def _call(self, template_key: str, body: str, run: _Run) -> str:
         request = LLMRequest(
-            messages=self._messages(template_key, channel, body),
+            messages=self._messages(template_key, run.channel, body),
             model=self.config.model,
             max_output_tokens=self.config.max_output_tokens,
-            context=context,
+            context=run.context,
             temperature=self.config.temperature,
         )
         result = await self.gateway.complete(request)
-        results.append(result)
+        run.results.append(result)
         return result.text
 
 
