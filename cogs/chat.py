@@ -3,6 +3,8 @@ the bot is mentioned (and that option is on)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import nextcord
 from nextcord.ext import commands
 
@@ -13,12 +15,18 @@ from cogs._render import (
     member_facts,
 )
 from ibot.app import Services
+from ibot.i18n import t
 from ibot.llm.types import CallContext, Feature
 from ibot.services.ask import Answered, Failed
-from ibot.services.chat import Turn
+from ibot.services.chat import Duplicate, Turn
+from ibot.services.cooldown import Cooldowns
 from ibot.services.permissions import Access
 
 FOLLOWUP_HISTORY = 30
+# On a message sent within the member's cooldown: a reaction, not a reply. Only the
+# author's own message shows it, so a member typing fast adds no line to the channel
+# (a reply would, for everyone, on each message); there is no ephemeral reply to a message.
+COOLDOWN_REACTION = "⏳"
 
 
 class ChatCog(commands.Cog):
@@ -33,6 +41,7 @@ class ChatCog(commands.Cog):
         self.followups = settings.discord.answer_followups_when_mentioned
         self.lang = settings.prompts.language
         self.title = settings.prompts.bot_name
+        self.cooldowns = Cooldowns(settings.discord.chat_cooldown_s)
 
     @commands.Cog.listener()
     async def on_message(self, message: nextcord.Message) -> None:
@@ -53,6 +62,15 @@ class ChatCog(commands.Cog):
             return
         if not self.policy.allows(Access.ASK, member_facts(message.author, message.guild)):
             return  # denied roles are ignored silently in a public channel
+        if self.services.in_flight.draining:  # stopping: this answer could be cut off
+            await message.reply(
+                t("error.restarting", self.lang), allowed_mentions=NO_MENTIONS, mention_author=False
+            )
+            return
+        if self.cooldowns.try_acquire(message.author.id) > 0:
+            with contextlib.suppress(nextcord.HTTPException):  # a missing reaction is no loss
+                await message.add_reaction(COOLDOWN_REACTION)
+            return
         async with self.services.in_flight.track():  # a graceful stop lets it finish
             await self._answer(message, followup=followup)
 
@@ -86,7 +104,10 @@ class ChatCog(commands.Cog):
                         )
                     else:
                         await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+            case Duplicate():  # a replayed event: the member's cooldown is not theirs to pay
+                self.cooldowns.release(message.author.id)
             case Failed():
+                self.cooldowns.release(message.author.id)  # nothing answered: may retry now
                 await message.reply(
                     failure_text(outcome, self.lang),
                     allowed_mentions=NO_MENTIONS,

@@ -63,9 +63,17 @@ class ForumAutoReply(commands.Cog):
         if self._caught_up:
             return
         self._caught_up = True
-        task = asyncio.create_task(self.catch_up())
-        self._tasks.add(task)
+        task = asyncio.create_task(self._catch_up_logged())
+        self._tasks.add(task)  # referenced until done: the loop holds tasks only weakly
         task.add_done_callback(self._tasks.discard)
+
+    async def _catch_up_logged(self) -> None:
+        """The catch-up in the background: a failure is logged, and live events go on
+        being answered (the posts it missed wait for the next start's catch-up)."""
+        try:
+            await self.catch_up()
+        except Exception:
+            log.exception("forum_catch_up_failed", hours=self.catch_up_hours)
 
     async def handle(self, thread: nextcord.Thread, *, take_over: bool = False) -> None:
         """Answer `thread` unless it is someone else's, skipped, or already answered."""

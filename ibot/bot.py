@@ -17,7 +17,7 @@ import structlog
 from nextcord.ext import commands
 
 from ibot.app import Services
-from ibot.config import Settings
+from ibot.config import ConfigError, Settings
 from ibot.i18n import t
 
 log = structlog.get_logger("ibot.bot")
@@ -102,6 +102,25 @@ class IBot(commands.Bot):
             log.warning("command_error_reply_failed", exc_info=True)
 
 
+class CloseOnSignal:
+    """The SIGINT/SIGTERM handler: the first signal starts the one graceful close; a
+    signal while it runs (an impatient service manager, a second Ctrl-C) starts nothing.
+
+    The close task is kept here: the event loop holds tasks only weakly, so a task
+    nobody references can be garbage-collected in the middle of the drain.
+    """
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        if self.task is not None:
+            log.info("shutdown_signal_ignored", reason="already closing")
+            return
+        self.task = asyncio.create_task(self.bot.close())
+
+
 async def run_bot(settings: Settings) -> int:
     """Run the bot until SIGINT/SIGTERM; returns the process exit code.
 
@@ -109,7 +128,8 @@ async def run_bot(settings: Settings) -> int:
     """
     from ibot.app import build_services
 
-    assert settings.discord_token is not None
+    if settings.discord_token is None:
+        raise ConfigError("discord_token", "not set: the bot needs a Discord token (BOT_TOKEN)")
     if settings.discord.api_base_url:
         nextcord.http.Route.BASE = settings.discord.api_base_url
     services = await build_services(settings)
@@ -131,9 +151,10 @@ async def run_bot(settings: Settings) -> int:
         )
         await health.start()
     loop = asyncio.get_running_loop()
+    close_on_signal = CloseOnSignal(bot)
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+            loop.add_signal_handler(signum, close_on_signal)
     try:
         await bot.start(settings.discord_token.get_secret_value())
     except nextcord.LoginFailure:
@@ -148,6 +169,11 @@ async def run_bot(settings: Settings) -> int:
         )
         return 1
     finally:
+        if close_on_signal.task is not None:  # the signal's close ends before the rest
+            try:
+                await close_on_signal.task
+            except Exception:
+                log.exception("shutdown_close_failed")
         if not bot.is_closed():
             await bot.close()
         if health is not None:

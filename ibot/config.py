@@ -236,6 +236,7 @@ class DiscordSettings(Section):
     answer_followups_when_mentioned: bool = False
     admin_channel_id: DiscordId | None = None  # where alerts (quota, budget) are posted
     ask_cooldown_s: float = Field(30, ge=0)
+    chat_cooldown_s: float = Field(5, ge=0)  # per member, between two answered chat messages
     # REST base of a Discord-compatible API; empty: Discord itself. For an HTTP proxy in
     # front of Discord (one rate-limit view for several processes), or the project's
     # own Discord-compatible server (crash tests run the bot process against it).

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
-from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadState, ThreadStore
 from ibot.llm.gateway import Gateway
 from ibot.llm.openai_backend import OpenAIBackend
@@ -71,15 +69,6 @@ def test_cooldown_blocks_then_frees():
     assert cooldowns.try_acquire("alice") == 0
     cooldowns.release("alice")
     assert cooldowns.try_acquire("alice") == 0
-
-
-@pytest.fixture
-async def sessionmaker(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ibot.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -174,3 +163,22 @@ async def test_thread_claims_are_exclusive_and_survive_a_dead_owner(sessionmaker
     await second.finish(42, ThreadState.ANSWERED, message_id=7)
     assert (await first.states([42, 43])) == {42: (ThreadState.ANSWERED, "run-2")}
     assert not await first.take_over(42)
+
+
+async def test_a_taken_over_claim_is_not_finished_by_its_old_owner(sessionmaker):
+    old = ThreadStore(sessionmaker, owner="run-1")
+    new = ThreadStore(sessionmaker, owner="run-2")
+    assert await old.claim(42, guild_id=1, forum_id=2)
+    # run-1 looked dead (stale claim): run-2 took the thread over and is answering it.
+    assert await new.take_over(42)
+    # run-1 was only slow: its late write must not overwrite run-2's claim.
+    with capture_logs() as logs:
+        assert await old.finish(42, ThreadState.FAILED, reason="internal_error") is False
+    assert [e["event"] for e in logs] == ["thread_finish_not_owner"]
+    assert logs[0]["owner"] == "run-1" and logs[0]["thread_id"] == 42
+    assert await new.states([42]) == {42: (ThreadState.CLAIMED, "run-2")}
+    assert await new.finish(42, ThreadState.ANSWERED, message_id=7) is True
+    assert await old.states([42]) == {42: (ThreadState.ANSWERED, "run-2")}
+    # A thread nobody claimed is not written either.
+    assert await new.finish(43, ThreadState.ANSWERED) is False
+    assert await new.states([43]) == {}

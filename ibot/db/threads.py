@@ -13,12 +13,15 @@ from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 
+import structlog
 from sqlalchemy import BigInteger, Integer, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ibot.db.models import Base, UTCDateTime, utcnow
+
+log = structlog.get_logger("ibot.threads")
 
 
 class ThreadState(StrEnum):
@@ -91,11 +94,14 @@ class ThreadStore:
         message_id: int | None = None,
         ledger_id: int | None = None,
         reason: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Record the outcome of this process's claim; False (and nothing written) when
+        the claim is not ours: another process took it over meanwhile, its state is
+        that process's to write."""
         async with self._sessionmaker() as session:
-            await session.execute(
+            result = await session.execute(
                 update(ThreadAnswer)
-                .where(ThreadAnswer.thread_id == thread_id)
+                .where(ThreadAnswer.thread_id == thread_id, ThreadAnswer.owner == self.owner)
                 .values(
                     state=state,
                     finished_at=utcnow(),
@@ -105,6 +111,12 @@ class ThreadStore:
                 )
             )
             await session.commit()
+        if result.rowcount == 1:
+            return True
+        log.warning(
+            "thread_finish_not_owner", thread_id=thread_id, owner=self.owner, state=str(state)
+        )
+        return False
 
     async def states(self, thread_ids: Iterable[int]) -> dict[int, tuple[ThreadState, str]]:
         """(state, owner) of each known thread among `thread_ids`."""

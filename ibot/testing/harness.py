@@ -74,13 +74,14 @@ def build_world(fake: FakeDiscord) -> World:
 
 def world_settings(world: World, overrides: dict[str, Any]) -> dict[str, Any]:
     """`overrides` with the discord and roles sections pointed at `world` (its guild,
-    forum, chat channel and roles; no /ask-gpt cooldown); their own keys win."""
+    forum, chat channel and roles; no /ask-gpt or chat cooldown); their own keys win."""
     settings = dict(overrides)
     settings["discord"] = {
         "guild_ids": [world.guild.id],
         "forum_channel_ids": [world.forum.id],
         "gpt_channel_ids": [world.chat.id],
         "ask_cooldown_s": 0,
+        "chat_cooldown_s": 0,
         **overrides.get("discord", {}),
     }
     settings["roles"] = {
