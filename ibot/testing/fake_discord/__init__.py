@@ -51,7 +51,8 @@ Example::
 client may not have processed them yet, so wait for its event (or for an effect with
 ``fake.wait_for``) before reading its cache.
 
-Public API (see each docstring):
+Public API (see each docstring; the world-building methods are documented on `World`,
+in world.py, which FakeDiscord forwards them to):
 
 - lifecycle: ``FakeDiscord(token=None, bot_name="iBot", privileged_intents=…,
   ack_window_s=3.0)``, ``start()``, ``stop()``, ``async with``; ``base_url``,

@@ -93,7 +93,9 @@ class Gateway:
 
     # -- dispatching ---------------------------------------------------------------
 
-    def dispatch(self, event: str, data: Json, shape: Callable[[GatewaySession], Json] | None):
+    def dispatch(
+        self, event: str, data: Json, shape: Callable[[GatewaySession], Json] | None
+    ) -> None:
         """Append `event` to every session whose intents allow it (shaped per session)."""
         for session in self.sessions.values():
             if session.allows(event):
@@ -196,7 +198,7 @@ class Gateway:
         elif op == Op.RESUME:
             await self._resume(conn, data)
         elif op == Op.REQUEST_GUILD_MEMBERS and conn.session is not None:
-            conn.session.push("GUILD_MEMBERS_CHUNK", self._fake._members_chunk(data))
+            conn.session.push("GUILD_MEMBERS_CHUNK", self._fake.world.members_chunk(data))
             self._fake._signal.notify()
         # PRESENCE_UPDATE, VOICE_STATE_UPDATE…: accepted and ignored.
 
@@ -213,9 +215,9 @@ class Gateway:
         session = GatewaySession(id=secrets.token_hex(16), intents=intents)
         self.sessions[session.id] = session
         self._bind(conn, session, cursor=0)
-        session.push("READY", self._fake._ready_payload(session))
+        session.push("READY", self._ready_payload(session))
         if intents & Intent.GUILDS:
-            for payload in self._fake._guild_create_payloads(session):
+            for payload in self._fake.world.guild_create_payloads(session):
                 session.push("GUILD_CREATE", payload)
         self._fake._signal.notify()
 
@@ -241,6 +243,25 @@ class Gateway:
         conn.backlog = list(replay)
         session.push("RESUMED", {"_trace": ["fake-discord"]})
         self._fake._signal.notify()
+
+    def _ready_payload(self, session: GatewaySession) -> Json:
+        fake = self._fake
+        user = fake.bot_user.payload()
+        user.update(verified=True, mfa_enabled=False, flags=0)
+        return {
+            "v": 10,
+            "user": user,
+            "guilds": [{"id": str(g), "unavailable": True} for g in fake.guilds],
+            "session_id": session.id,
+            "session_type": "normal",
+            "resume_gateway_url": fake.gateway_url,
+            "application": {"id": str(fake.application_id), "flags": fake._application_flags()},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "geo_ordered_rtc_regions": [],
+            "_trace": ["fake-discord"],
+        }
 
     @staticmethod
     def _bind(conn: Connection, session: GatewaySession, cursor: int) -> None:

@@ -418,7 +418,7 @@ class RestApi:
         body = call.json or {}
         files = self._store_uploads(call, body)
         _validate_message(body, files, creating=True)
-        stored = self.fake._new_message(
+        stored = self.fake.message_store.create(
             channel,
             self.fake.bot_user,
             content=body.get("content") or "",
@@ -430,18 +430,18 @@ class RestApi:
             reply_to=(body.get("message_reference") or {}).get("message_id"),
             nonce=body.get("nonce"),
         )
-        self.fake._dispatch_message("MESSAGE_CREATE", stored)
+        self.fake.message_store.dispatch("MESSAGE_CREATE", stored)
         return json_response(stored.data)
 
     def _message(self, cid: str, mid: str) -> StoredMessage:
         channel = self._channel(cid)
-        stored = self.fake._messages.get(int(mid))
+        stored = self.fake.message_store.find(int(mid))
         if stored is None or stored.deleted or stored.channel_id != channel.id or stored.ephemeral:
             raise ApiError(404, UNKNOWN_MESSAGE, "Unknown Message")
         return stored
 
     async def get_message(self, call: RecordedRequest, cid: str, mid: str) -> web.Response:
-        return json_response(self.fake._rest_view(self._message(cid, mid)))
+        return json_response(self.fake.message_store.rest_view(self._message(cid, mid)))
 
     async def get_history(self, call: RecordedRequest, cid: str) -> web.Response:
         """Newest first; `after` takes the oldest messages past the cursor, as Discord does."""
@@ -461,7 +461,7 @@ class RestApi:
             chosen = [m for m in visible if m.id > int(q["after"])][:limit]
         else:
             chosen = visible[-limit:]
-        return json_response([self.fake._rest_view(m) for m in reversed(chosen)])
+        return json_response([self.fake.message_store.rest_view(m) for m in reversed(chosen)])
 
     async def edit_message(self, call: RecordedRequest, cid: str, mid: str) -> web.Response:
         stored = self._message(cid, mid)
@@ -476,10 +476,10 @@ class RestApi:
         body = dict(call.json or {})
         files = self._store_uploads(call, body)
         _validate_message(body, files, creating=False)
-        self.fake._edit_message(stored, body, files)
+        self.fake.message_store.edit(stored, body, files)
 
     async def delete_message(self, call: RecordedRequest, cid: str, mid: str) -> web.Response:
-        self.fake._delete_message(self._message(cid, mid))
+        self.fake.message_store.delete(self._message(cid, mid))
         return web.Response(status=204)
 
     async def add_reaction(self, call: RecordedRequest, cid: str, mid: str, emoji: str):
@@ -546,10 +546,14 @@ class RestApi:
         if kind == InteractionCallback.CHANNEL_MESSAGE_WITH_SOURCE:
             files = self._store_uploads(call, data)
             _validate_message(data, files, creating=True)
-            handle.original = fake._interaction_message(handle, data, files, original=True)
+            handle.original = fake.message_store.create_for_interaction(
+                handle, data, files, original=True
+            )
         elif kind == InteractionCallback.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE:
             flags = MessageFlag.LOADING | (int(data.get("flags") or 0) & MessageFlag.EPHEMERAL)
-            handle.original = fake._interaction_message(handle, {"flags": flags}, [], original=True)
+            handle.original = fake.message_store.create_for_interaction(
+                handle, {"flags": flags}, [], original=True
+            )
         handle.callbacks.append(body)
         if call.query.get("with_response") in ("true", "1"):
             resource: Json = {"type": kind}
@@ -582,10 +586,10 @@ class RestApi:
             # A deleted placeholder no longer exists and cannot be edited: the follow-up
             # is then a new message with the flags it asks for.
             body["flags"] = original.flags & MessageFlag.EPHEMERAL
-            fake._edit_message(original, body, files, replace_attachments=True)
+            fake.message_store.edit(original, body, files, replace_attachments=True)
             stored = original
         else:
-            stored = fake._interaction_message(handle, body, files, original=False)
+            stored = fake.message_store.create_for_interaction(handle, body, files, original=False)
         handle.followups.append(stored)
         if call.query.get("wait") in ("1", "true", "True"):
             return json_response(stored.data)
@@ -618,7 +622,7 @@ class RestApi:
         self, call: RecordedRequest, app: str, token: str, mid: str
     ) -> web.Response:
         handle = self._by_token(app, token)
-        self.fake._delete_message(self._webhook_message(handle, mid))
+        self.fake.message_store.delete(self._webhook_message(handle, mid))
         return web.Response(status=204)
 
 
