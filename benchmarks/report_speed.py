@@ -36,8 +36,10 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
 
 from ibot.db.engine import create_engine, make_sessionmaker  # noqa: E402
 from ibot.db.migrate import upgrade_sync  # noqa: E402
+from ibot.db.reports import GroupBy  # noqa: E402
+from ibot.periods import Period, parse_period  # noqa: E402
 from ibot.services.report_view import build_report_view  # noqa: E402
-from ibot.services.reports import GroupBy, Period, cost_report, parse_period  # noqa: E402
+from ibot.services.reports import cost_report  # noqa: E402
 
 END = datetime(2025, 6, 30, 18, 0, tzinfo=UTC)  # "now" for the report: fixed, reproducible
 DAYS = 90

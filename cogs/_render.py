@@ -15,10 +15,10 @@ import nextcord
 
 from ibot.i18n import t
 from ibot.llm.types import Backend, ErrorKind, Usage
-from ibot.pricing import format_usd
-from ibot.services.ask import Answered, Failed
+from ibot.money import format_usd
 from ibot.services.attachments import AttachmentResult, AttachmentSource
 from ibot.services.formatting import embed_messages
+from ibot.services.outcomes import Answered, Failed
 from ibot.services.permissions import MemberFacts
 from ibot.services.summary import SummaryFailed
 

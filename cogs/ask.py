@@ -19,8 +19,8 @@ from cogs._render import (
 from ibot.app import Services
 from ibot.i18n import t
 from ibot.llm.types import CallContext, Feature
-from ibot.services.ask import Answered, Failed, TooLong
 from ibot.services.cooldown import Cooldowns
+from ibot.services.outcomes import Answered, Failed, TooLong
 from ibot.services.permissions import Access
 
 

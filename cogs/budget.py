@@ -16,7 +16,7 @@ from nextcord.ext import commands
 from cogs._render import EMBED_COLOUR, NO_MENTIONS, budget_label, discord_time, member_facts
 from ibot.app import Services
 from ibot.i18n import t
-from ibot.pricing import format_usd
+from ibot.money import format_usd
 from ibot.services.budgets import Alert, Scope, ScopeStatus, parse_cap
 from ibot.services.permissions import Access
 

@@ -17,9 +17,9 @@ from cogs._render import (
 from ibot.app import Services
 from ibot.i18n import t
 from ibot.llm.types import CallContext, Feature
-from ibot.services.ask import Answered, Failed
 from ibot.services.chat import Duplicate, Turn
 from ibot.services.cooldown import Cooldowns
+from ibot.services.outcomes import Answered, Failed
 from ibot.services.permissions import Access
 
 FOLLOWUP_HISTORY = 30

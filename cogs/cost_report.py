@@ -19,23 +19,26 @@ from nextcord.ext import commands
 
 from cogs._render import EMBED_COLOUR, NO_MENTIONS, member_facts
 from ibot.app import Services
+from ibot.db.reports import NO_KEY, GroupBy, ReportRow
 from ibot.i18n import t
-from ibot.pricing import format_usd  # 4 decimals, as in every footer
-from ibot.services.permissions import Access
-from ibot.services.report_view import (
+from ibot.money import format_usd  # 4 decimals, as in every footer
+from ibot.periods import (
     MAX_CUSTOM_DAYS,
     PERIOD_CHOICES,
+    Period,
+    PeriodError,
+    choose_period,
+    period_days,
+)
+from ibot.services.permissions import Access
+from ibot.services.report_view import (
     Change,
     ChartText,
-    PeriodError,
     ReportView,
     build_report_view,
-    choose_period,
     export_rows_csv,
-    period_days,
     render_chart_async,
 )
-from ibot.services.reports import NO_KEY, GroupBy, Period, ReportRow
 
 log = structlog.get_logger("ibot.cost_report")
 

@@ -1,6 +1,7 @@
 """Forum auto-reply: a new thread in a configured forum gets one answer, then humans take over.
 
-Thin: Discord events in, `ForumService` calls, Discord messages out. Exactly one answer
+Thin: Discord events in, `ForumService` calls, Discord messages out; the thread's state
+and the catch-up's plan are the service's. Exactly one answer
 per thread is guaranteed by the service's claim (a database row), not by memory, so a
 replayed THREAD_CREATE, a restart or the catch-up never answers twice.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import assert_never
 
 import nextcord
 import structlog
@@ -22,10 +24,9 @@ from cogs._render import (
     failure_text,
 )
 from ibot.app import Services
-from ibot.db.threads import ThreadState
 from ibot.i18n import t
-from ibot.services.ask import Answered
-from ibot.services.forum import ForumPost
+from ibot.services.forum import CatchUp, ForumPost
+from ibot.services.outcomes import Answered, Failed
 
 log = structlog.get_logger("ibot.forum")
 
@@ -43,7 +44,6 @@ class ForumAutoReply(commands.Cog):
         self.service = services.forum_service()
         settings = services.settings
         self.forum_ids = set(settings.discord.forum_channel_ids)
-        self.catch_up_hours = settings.discord.catch_up_hours
         self.lang = settings.prompts.language
         self.title = settings.prompts.answer_title or t(
             "answer_title", self.lang, bot_name=settings.prompts.bot_name
@@ -73,7 +73,7 @@ class ForumAutoReply(commands.Cog):
         try:
             await self.catch_up()
         except Exception:
-            log.exception("forum_catch_up_failed", hours=self.catch_up_hours)
+            log.exception("forum_catch_up_failed", hours=self.service.catch_up_hours)
 
     async def handle(self, thread: nextcord.Thread, *, take_over: bool = False) -> None:
         """Answer `thread` unless it is someone else's, skipped, or already answered."""
@@ -84,33 +84,24 @@ class ForumAutoReply(commands.Cog):
             await self._handle(thread, take_over=take_over)
 
     async def _handle(self, thread: nextcord.Thread, *, take_over: bool) -> None:
-        claimed = (
-            await self.service.store.take_over(thread.id)
-            if take_over
-            else await self.service.claim(
-                thread.id, guild_id=thread.guild.id, forum_id=thread.parent_id
-            )
-        )
-        if not claimed:
+        service = self.service
+        if not await service.begin(
+            thread.id, guild_id=thread.guild.id, forum_id=thread.parent_id, take_over=take_over
+        ):
             return
         try:
             await self._answer(thread)
         except Exception:
             log.exception("forum_answer_failed", thread_id=thread.id, guild_id=thread.guild.id)
-            await self.service.finish(thread.id, ThreadState.FAILED, reason="internal_error")
+            await service.abandon(thread.id, "internal_error")
             with contextlib.suppress(nextcord.HTTPException):
                 await thread.send(t("error.generic", self.lang), allowed_mentions=NO_MENTIONS)
 
     async def _answer(self, thread: nextcord.Thread) -> None:
-        tags = tuple(tag.name for tag in thread.applied_tags)
         starter = await fetch_starter(thread)
         if starter is None:
-            await self.service.finish(thread.id, ThreadState.FAILED, reason="starter_missing")
+            await self.service.abandon(thread.id, "starter_missing")
             await thread.send(t("error.generic", self.lang), allowed_mentions=NO_MENTIONS)
-            return
-        reason = self.service.skip_reason(author_is_bot=starter.author.bot, tags=tags)
-        if reason is not None:
-            await self.service.finish(thread.id, ThreadState.SKIPPED, reason=reason)
             return
         post = ForumPost(
             thread_id=thread.id,
@@ -120,76 +111,54 @@ class ForumAutoReply(commands.Cog):
             content=starter.content,
             author_id=starter.author.id,
             author_name=starter.author.display_name,
-            tags=tags,
+            author_is_bot=starter.author.bot,
+            tags=tuple(tag.name for tag in thread.applied_tags),
             attachments=tuple(attachment_source(a) for a in starter.attachments),
             created_at=thread.created_at,
         )
+        if await self.service.skip_if_unwanted(post) is not None:
+            return
         async with thread.typing():
             outcome = await self.service.answer(post)
-        if not isinstance(outcome, Answered):
-            await thread.send(failure_text(outcome, self.lang), allowed_mentions=NO_MENTIONS)
-            await self._finish_after_posting(
-                thread.id,
-                ThreadState.FAILED,
-                ledger_id=outcome.ledger_id,
-                reason=outcome.kind.value,
-            )
-            return
-        messages = answered_embeds(
-            outcome,
-            title=self.title,
-            lang=self.lang,
-            limit_bytes=self.services.settings.attachments.max_download_bytes,
-        )
-        first: nextcord.Message | None = None
-        for embeds in messages:
-            sent = await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
-            first = first or sent
-        await self._finish_after_posting(
-            thread.id,
-            ThreadState.ANSWERED,
-            message_id=first.id if first else None,
-            ledger_id=outcome.ledger_id,
-        )
-
-    async def _finish_after_posting(self, thread_id: int, state: ThreadState, **kw: object) -> None:
-        """Record the thread's outcome once its message is posted. If the database fails
-        now, the user already has their message: nothing more is posted (no error after
-        an answer), and the claim left behind is settled by the next start's catch-up,
-        which finds the posted message."""
-        try:
-            await self.service.finish(thread_id, state, **kw)
-        except Exception:
-            log.exception("thread_state_write_failed", thread_id=thread_id, state=str(state))
+        match outcome:
+            case Answered():
+                messages = answered_embeds(
+                    outcome,
+                    title=self.title,
+                    lang=self.lang,
+                    limit_bytes=self.services.settings.attachments.max_download_bytes,
+                )
+                first: nextcord.Message | None = None
+                for embeds in messages:
+                    sent = await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
+                    first = first or sent
+                message_id = first.id if first else None
+                await self.service.posted(thread.id, outcome, message_id=message_id)
+            case Failed():
+                await thread.send(failure_text(outcome, self.lang), allowed_mentions=NO_MENTIONS)
+                await self.service.posted(thread.id, outcome)
+            case _:
+                assert_never(outcome)
 
     async def catch_up(self) -> None:
-        """Answer the threads opened while the bot was down (within catch_up_hours)."""
-        if self.catch_up_hours <= 0:
+        """Answer the threads opened while the bot was down (the service says which)."""
+        since = self.service.catch_up_since(datetime.now(UTC))
+        if since is None:
             return
-        since = datetime.now(UTC) - timedelta(hours=self.catch_up_hours)
-        threads = [t for t in await self._recent_threads(since) if t.created_at >= since]
-        states = await self.service.store.states(t.id for t in threads)
+        threads = {t.id: t for t in await self._recent_threads(since) if t.created_at >= since}
+        plan = await self.service.plan_catch_up(threads)
         semaphore = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
-        todo = []
-        for thread in threads:
-            known = states.get(thread.id)
-            if known is None:
-                todo.append((thread, False))
-            elif known[0] is ThreadState.CLAIMED and known[1] != self.service.store.owner:
-                todo.append((thread, True))  # its process died before answering
 
-        async def one(thread: nextcord.Thread, take_over: bool) -> None:
+        async def one(item: CatchUp) -> None:
+            thread = threads[item.thread_id]
             async with semaphore:
-                if take_over and await self._already_answered(thread):
-                    await self.service.store.take_over(thread.id)
-                    await self.service.finish(
-                        thread.id, ThreadState.ANSWERED, reason="found_after_restart"
-                    )
+                if item.take_over and await self._already_answered(thread):
+                    await self.service.found_answered(thread.id)
                     return
-                await self.handle(thread, take_over=take_over)
+                await self.handle(thread, take_over=item.take_over)
 
-        log.info("forum_catch_up", threads=len(threads), to_answer=len(todo))
-        await asyncio.gather(*(one(thread, take_over) for thread, take_over in todo))
+        log.info("forum_catch_up", threads=len(threads), to_answer=len(plan))
+        await asyncio.gather(*(one(item) for item in plan))
 
     async def _recent_threads(self, since: datetime) -> list[nextcord.Thread]:
         found: dict[int, nextcord.Thread] = {}

@@ -28,12 +28,13 @@ from ibot.llm.pacing import Pacer
 from ibot.llm.types import Feature
 from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
-from ibot.services.ask import AskService, FeatureConfig, PromptBuilder
+from ibot.services.ask import AskService
 from ibot.services.attachments import AttachmentLimits
 from ibot.services.budgets import BudgetManager
 from ibot.services.chat import ChatService
 from ibot.services.forum import ForumService
 from ibot.services.permissions import RolePolicy
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.services.summary import SummaryService
 
 
@@ -93,6 +94,7 @@ class Services:
             ThreadStore(self.sessionmaker, self.run_id),
             no_bot_tags=self.settings.discord.no_bot_tags,
             attachment_limits=self.attachment_limits(Feature.AUTO_REPLY),
+            catch_up_hours=self.settings.discord.catch_up_hours,
         )
 
     def chat_service(self) -> ChatService:

@@ -93,9 +93,9 @@ def ask(
 async def _ask(settings: Settings, question: str, paths: list[Path], author: str) -> int:
     from ibot.app import build_services
     from ibot.i18n import t
-    from ibot.pricing import format_usd
-    from ibot.services.ask import Answered, Failed, TooLong
+    from ibot.money import format_usd
     from ibot.services.attachments import AttachmentSource
+    from ibot.services.outcomes import Answered, Failed, TooLong
 
     lang = settings.prompts.language
     sources = []
@@ -223,12 +223,14 @@ def costs_report(
 ) -> None:
     """Spending by feature, user, model, channel or day, from the ledger, with the change
     against the previous period of the same length (table and JSON)."""
-    from ibot.services import report_view, reports
+    from ibot import periods
+    from ibot.db.reports import GroupBy
+    from ibot.services import report_render, report_view, reports
 
     settings = _settings(config)
     try:
-        chosen = reports.parse_period(period)
-        grouping = reports.GroupBy(group_by)
+        chosen = periods.parse_period(period)
+        grouping = GroupBy(group_by)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -243,7 +245,7 @@ def costs_report(
             sessionmaker = make_sessionmaker(engine)
             if rows:
                 entries = await reports.ledger_rows(sessionmaker, chosen, guild_id=guild)
-                text = reports.render_rows_csv(entries)
+                text = report_render.render_rows_csv(entries)
                 view = None
                 if chart is not None:
                     view = await report_view.build_report_view(
@@ -259,7 +261,7 @@ def costs_report(
         if chart is not None and view is not None:
             cap = settings.budgets.guild_daily_micros if guild is not None else None
             png = await report_view.render_chart_async(
-                view.daily, report_view.period_days(chosen), daily_cap_micros=cap
+                view.daily, periods.period_days(chosen), daily_cap_micros=cap
             )
             await asyncio.to_thread(chart.write_bytes, png)
         return text
@@ -270,13 +272,13 @@ def costs_report(
 
 
 def _render_view(view: ReportView, output: OutputFormat) -> str:
-    from ibot.services import report_view, reports
+    from ibot.services import report_render, report_view
 
     if output is OutputFormat.csv:  # one line per group: no room for a comparison
-        return reports.render_csv(view.report)
+        return report_render.render_csv(view.report)
     if output is OutputFormat.json:
         return report_view.render_view_json(view)
-    return reports.render_table(view.report) + report_view.render_comparison(view)
+    return report_render.render_table(view.report) + report_view.render_comparison(view)
 
 
 @config_app.command("check")

@@ -27,7 +27,7 @@ import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import unquote, urlsplit
@@ -57,6 +57,7 @@ from pydantic_settings import (
 from ibot.i18n import placeholders
 from ibot.llm.types import Feature
 from ibot.logging import LEVELS, redact_text
+from ibot.money import decimal_to_micros
 
 DEFAULT_CONFIG_FILE = Path("config/ibot.toml")
 DEFAULT_PRICES_FILE = Path("config/prices.toml")
@@ -64,8 +65,6 @@ DEFAULT_PRICES_FILE = Path("config/prices.toml")
 # from the current directory (running from elsewhere than the repository root).
 SHIPPED_PRICES_FILE = Path(__file__).resolve().parents[1] / "config" / "prices.toml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/ibot.db"
-
-MICROS_PER_USD = 1_000_000
 
 # Fields whose input is never echoed in an error (a database URL may hold a password).
 _SENSITIVE_FIELDS = frozenset({"discord_token", "openai_api_key", "database_url"})
@@ -189,7 +188,7 @@ def _lower(value: Any) -> Any:
 
 def usd_micros(amount: Decimal) -> int:
     """A USD amount as integer micro-dollars, sub-micro digits rounded half up."""
-    return int((amount * MICROS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return decimal_to_micros(amount)
 
 
 def _http_url(value: str | None) -> str | None:

@@ -84,7 +84,9 @@ def _embeds_text(message: Any) -> list[str]:
 
 async def run_demo(settings: Settings, echo: Callable[[str], None] = print) -> int:
     """Play the scene and print it; returns the process exit code."""
-    from ibot.services import reports
+    from ibot.db.reports import GroupBy
+    from ibot.periods import parse_period
+    from ibot.services import report_render, reports
     from ibot.testing.harness import Harness
 
     del settings  # the demo builds its own settings around the fake servers
@@ -161,11 +163,11 @@ async def run_demo(settings: Settings, echo: Callable[[str], None] = print) -> i
 
             report = await reports.cost_report(
                 harness.services.sessionmaker,
-                reports.parse_period("today"),
-                reports.GroupBy.feature,
+                parse_period("today"),
+                GroupBy.feature,
             )
             echo("== ibot costs report --period today --group-by feature ==")
-            echo(reports.render_table(report))
+            echo(report_render.render_table(report))
             served = openai.served_usage()
             echo(
                 f"(the fake OpenAI server billed {served.requests} requests, "

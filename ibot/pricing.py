@@ -26,8 +26,6 @@ import structlog
 
 from ibot.llm.types import Usage
 
-MICROS_PER_USD = 1_000_000
-
 # Size limits and tile edge of the tile method (OpenAI vision guide, "calculating costs").
 _MAX_SIDE = 2048
 _SHORT_SIDE = 768
@@ -187,33 +185,6 @@ def image_tokens(width: int, height: int, detail: str, price: ModelPrice) -> int
     if detail == "low":
         return base
     return base + tile * math.ceil(fitted_w / _TILE) * math.ceil(fitted_h / _TILE)
-
-
-def format_usd(micros: int | None, *, digits: int = 4) -> str:
-    """Micro-dollars as a USD amount for footers: 12345 -> "0.0123", None -> "?"."""
-    if micros is None:
-        return "?"
-    quantum = Decimal(1).scaleb(-digits)
-    return str((Decimal(micros) / MICROS_PER_USD).quantize(quantum, rounding=ROUND_HALF_UP))
-
-
-def usd_to_micros(value: str | float | Decimal) -> int:
-    """A USD amount from config (e.g. a budget "5.00") as micro-dollars, exactly.
-
-    Going through str() keeps 0.1 as 0.1 rather than its binary approximation. Sub-micro
-    digits are rounded half up; negative and non-finite amounts are refused.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a USD amount: {value!r}")
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"not a USD amount: {value!r}") from None
-    if not amount.is_finite():
-        raise ValueError(f"not a finite USD amount: {value!r}")
-    if amount < 0:
-        raise ValueError(f"USD amount must not be negative: {value!r}")
-    return int((amount * MICROS_PER_USD).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 def default_price_table() -> PriceTable:

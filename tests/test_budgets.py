@@ -36,9 +36,12 @@ from ibot.llm.types import (
     LLMRequest,
     Usage,
 )
+from ibot.periods import period_of
 from ibot.pricing import default_price_table
-from ibot.services.ask import Answered, AskService, Failed, FeatureConfig, PromptBuilder
-from ibot.services.budgets import Alert, BudgetManager, Scope, parse_cap, period_of
+from ibot.services.ask import AskService
+from ibot.services.budgets import Alert, BudgetManager, Scope, parse_cap
+from ibot.services.outcomes import Answered, Failed
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.testing.fake_openai import FakeOpenAI
 
 API_KEY = "sk-test-budgets-0123456789abcdef"

@@ -22,23 +22,22 @@ from PIL import Image
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger, LedgerEntry
 from ibot.db.migrate import upgrade
+from ibot.db.reports import DailyCost, GroupBy
+from ibot.money import exact_usd as format_usd
+from ibot.periods import Period, PeriodError, choose_period, period_days, previous_period
 from ibot.services import report_view
 from ibot.services.report_view import (
     CAP_COLOUR,
     CHART_SIZE,
     Change,
-    PeriodError,
     build_report_view,
-    choose_period,
     export_rows_csv,
-    period_days,
-    previous_period,
     render_chart,
     render_chart_async,
     render_comparison,
     render_view_json,
 )
-from ibot.services.reports import DailyCost, GroupBy, Period, daily_cost_by_feature, format_usd
+from ibot.services.reports import daily_cost_by_feature
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2025, 3, 15, 14, 30, tzinfo=UTC)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ibot.db.ledger import LedgerEntry
 from ibot.i18n import t
-from ibot.pricing import format_usd
+from ibot.money import format_usd
 from ibot.testing.harness import Harness
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,8 @@ from PIL import Image
 from ibot.db.threads import ThreadState
 from ibot.i18n import t
 from ibot.llm.types import Usage
-from ibot.pricing import default_price_table, format_usd
+from ibot.money import format_usd
+from ibot.pricing import default_price_table
 from ibot.testing.harness import Harness
 
 pytestmark = pytest.mark.slow

@@ -25,9 +25,10 @@ from ibot.llm.gateway import Gateway
 from ibot.llm.openai_backend import OpenAIBackend
 from ibot.llm.types import ChatMessage
 from ibot.pricing import default_price_table
-from ibot.services.ask import Answered, FeatureConfig, PromptBuilder
 from ibot.services.attachments import AttachmentLimits, AttachmentSource
 from ibot.services.forum import ForumPost, ForumService, share_budget
+from ibot.services.outcomes import Answered
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.testing.fake_openai import FakeOpenAI
 
 SETTINGS = AutoReplySettings()

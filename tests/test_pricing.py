@@ -10,15 +10,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from ibot.llm.types import Usage
-from ibot.pricing import (
-    ModelPrice,
-    PriceTable,
-    default_price_table,
-    fit_image,
-    format_usd,
-    image_tokens,
-    usd_to_micros,
-)
+from ibot.money import format_usd, usd_to_micros
+from ibot.pricing import ModelPrice, PriceTable, default_price_table, fit_image, image_tokens
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,12 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ibot.db.ledger import Ledger, LedgerEntry, LedgerRow
+from ibot.db.reports import NO_KEY, GroupBy, ReportRow
 from ibot.llm.types import Backend, CallStatus, Feature, UsageSource
-from ibot.services.reports import (
-    NO_KEY,
-    CostReport,
-    GroupBy,
-    Period,
-    ReportRow,
-    cost_report,
-    format_usd,
-    ledger_rows,
-    parse_period,
-    render_csv,
-    render_json,
-    render_rows_csv,
-    render_table,
-)
+from ibot.money import exact_usd as format_usd
+from ibot.periods import Period, parse_period
+from ibot.services.report_render import render_csv, render_json, render_rows_csv, render_table
+from ibot.services.reports import CostReport, cost_report, ledger_rows
 
 NOW = datetime(2025, 3, 15, 14, 30, 15, tzinfo=UTC)
 GUILD = 111_222_333_444_555_666

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,12 +12,14 @@ from ibot.db.ledger import Ledger
 from ibot.db.threads import ThreadState, ThreadStore
 from ibot.llm.gateway import Gateway
 from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.types import CallContext, Feature
+from ibot.llm.types import CallContext, ErrorKind, Feature
 from ibot.pricing import default_price_table
-from ibot.services.ask import FeatureConfig, PromptBuilder
 from ibot.services.chat import ChatService, Duplicate
 from ibot.services.cooldown import Cooldowns
+from ibot.services.forum import CatchUp, ForumPost, ForumService
+from ibot.services.outcomes import Failed
 from ibot.services.permissions import Access, MemberFacts, RolePolicy
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.services.summary import (
     HistoryMessage,
     NothingToSummarize,
@@ -36,6 +39,7 @@ TEMPLATES = {
     "summary_chunk": "Résume ce morceau de #{channel} :\n{transcript}",
     "summary_combine": "Combine ces résumés de #{channel} :\n{transcript}",
     "chat": "Réponds brièvement.",
+    "auto_reply": "{author} : {title} [{tags}]\n{content}",
 }
 
 
@@ -182,3 +186,70 @@ async def test_a_taken_over_claim_is_not_finished_by_its_old_owner(sessionmaker)
     # A thread nobody claimed is not written either.
     assert await new.finish(43, ThreadState.ANSWERED) is False
     assert await new.states([43]) == {}
+
+
+def forum_service(sessionmaker, owner: str, **kw) -> ForumService:
+    prompts = PromptBuilder(TEMPLATES)
+    gateway = Gateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=None)
+    config = FeatureConfig("gpt-4o", 100, 1000)
+    return ForumService(gateway, prompts, config, ThreadStore(sessionmaker, owner), **kw)
+
+
+async def test_catch_up_plans_new_threads_and_dead_claims_only(sessionmaker):
+    dead = forum_service(sessionmaker, "run-1")
+    for thread_id in (1, 2, 3, 4):
+        assert await dead.begin(thread_id, guild_id=9, forum_id=8)
+    await dead.store.finish(2, ThreadState.ANSWERED)
+    await dead.store.finish(3, ThreadState.SKIPPED, reason="bot_author")
+    live = forum_service(sessionmaker, "run-2", catch_up_hours=24)
+    assert await live.begin(5, guild_id=9, forum_id=8)  # being answered by this process
+
+    plan = await live.plan_catch_up([1, 2, 3, 4, 5, 6])
+
+    # 1 and 4: run-1 died before answering; 6: never seen. 2, 3 are done, 5 is ours.
+    assert plan == [CatchUp(1, take_over=True), CatchUp(4, take_over=True), CatchUp(6, False)]
+    now = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    assert live.catch_up_since(now) == now - timedelta(hours=24)
+    assert dead.catch_up_since(now) is None  # catch_up_hours 0: no catch-up
+
+
+async def test_forum_thread_states_follow_the_outcome(sessionmaker):
+    service = forum_service(sessionmaker, "run-1", no_bot_tags=["sans-bot"])
+    post = ForumPost(
+        thread_id=10,
+        guild_id=9,
+        forum_id=8,
+        title="t",
+        content="c",
+        author_id=1,
+        author_name="a",
+        tags=("Sans-Bot",),
+    )
+    assert await service.begin(10, guild_id=9, forum_id=8)
+    assert await service.skip_if_unwanted(post) == "no_bot_tag"
+    assert await service.begin(11, guild_id=9, forum_id=8)
+    failed = await service.answer(replace(post, thread_id=11, tags=()))  # no backend at all
+    assert isinstance(failed, Failed)
+    await service.posted(11, failed)
+    assert await service.begin(12, guild_id=9, forum_id=8)
+    await service.abandon(12, "starter_missing")
+
+    assert await service.store.states([10, 11, 12]) == {
+        10: (ThreadState.SKIPPED, "run-1"),
+        11: (ThreadState.FAILED, "run-1"),
+        12: (ThreadState.FAILED, "run-1"),
+    }
+
+
+async def test_a_database_failure_after_posting_is_logged_not_raised(sessionmaker):
+    service = forum_service(sessionmaker, "run-1")
+    assert await service.begin(10, guild_id=9, forum_id=8)
+
+    async def broken(*args, **kw):
+        raise OSError("database is locked")
+
+    service.store.finish = broken  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        await service.posted(10, Failed(ErrorKind.SERVER), message_id=77)
+
+    assert [e["event"] for e in logs] == ["thread_state_write_failed"]

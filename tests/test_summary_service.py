@@ -28,7 +28,7 @@ from ibot.llm.types import (
     Usage,
 )
 from ibot.pricing import default_price_table
-from ibot.services.ask import FeatureConfig, PromptBuilder
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.services.summary import HistoryMessage, Summarized, SummaryFailed, SummaryService
 
 TEMPLATES = {

@@ -7,141 +7,16 @@ cog (or the CLI) turns into a message; no exception escapes for an expected fail
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
 
 from ibot import tokens
 from ibot.llm.gateway import Gateway
-from ibot.llm.types import (
-    Backend,
-    CallContext,
-    CallStatus,
-    ChatMessage,
-    ErrorKind,
-    Feature,
-    LLMCallError,
-    LLMRequest,
-    LLMResult,
-    Usage,
-)
-from ibot.services.attachments import (
-    AttachmentKind,
-    AttachmentLimits,
-    AttachmentResult,
-    AttachmentSource,
-    process_attachments,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class FeatureConfig:
-    """The per-feature knobs a service needs (built from settings by the caller)."""
-
-    model: str
-    max_output_tokens: int
-    max_prompt_tokens: int
-    temperature: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Answered:
-    text: str
-    usage: Usage
-    cost_micros: int | None
-    model: str
-    backend: Backend
-    attachments: tuple[AttachmentResult, ...] = ()
-    ledger_id: int | None = None
-    # The model asked for, when a budget made a cheaper (or the local) model answer.
-    degraded_from: str | None = None
-
-    @classmethod
-    def of(cls, result: LLMResult, attachments: tuple[AttachmentResult, ...] = ()) -> Answered:
-        fallback = result.status is CallStatus.FALLBACK
-        return cls(
-            text=result.text,
-            usage=result.usage,
-            cost_micros=result.cost_micros,
-            model=result.model,
-            backend=result.backend,
-            attachments=attachments,
-            ledger_id=result.ledger_id,
-            degraded_from=result.model_requested if fallback else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The model call failed; `kind` picks the localised message shown to the user.
-
-    For a budget refusal, `budget` names the spent cap ("guild_daily"…) and `resets_at`
-    says when it frees up, so the user is told both.
-    """
-
-    kind: ErrorKind
-    attachments: tuple[AttachmentResult, ...] = ()
-    ledger_id: int | None = None
-    budget: str | None = None
-    resets_at: datetime | None = None
-
-    @classmethod
-    def of(cls, err: LLMCallError, attachments: tuple[AttachmentResult, ...] = ()) -> Failed:
-        return cls(
-            kind=err.kind,
-            attachments=attachments,
-            ledger_id=err.ledger_id,
-            budget=err.budget,
-            resets_at=err.resets_at,
-        )
-
-
-async def call_for_outcome(
-    gateway: Gateway, request: LLMRequest, attachments: tuple[AttachmentResult, ...] = ()
-) -> Answered | Failed:
-    """One gateway call, as the typed outcome a cog renders (its ledger row is written)."""
-    try:
-        result = await gateway.complete(request)
-    except LLMCallError as err:
-        return Failed.of(err, attachments)
-    return Answered.of(result, attachments)
-
-
-@dataclass(frozen=True, slots=True)
-class TooLong:
-    """The question alone exceeds the prompt budget: nothing was sent, nothing spent."""
-
-    tokens: int
-    limit: int
-
+from ibot.llm.types import CallContext, ChatMessage, Feature, LLMRequest
+from ibot.services.attachments import AttachmentLimits, AttachmentSource, process_attachments
+from ibot.services.outcomes import Answered, Failed, TooLong, call_for_outcome
+from ibot.services.prompts import FeatureConfig, PromptBuilder, attachments_block
 
 AskOutcome = Answered | Failed | TooLong
-
-
-@dataclass
-class PromptBuilder:
-    """Fills the configured templates; `today` is injectable for reproducible tests."""
-
-    templates: Mapping[str, str]
-    today: datetime | None = None
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def render(self, key: str, **values: str) -> str:
-        date = (self.today or datetime.now(UTC)).strftime("%Y-%m-%d")
-        return self.templates[key].format(date=date, **self.extra, **values)
-
-    @property
-    def persona(self) -> str:
-        return self.render("persona")
-
-
-def attachments_block(results: Sequence[AttachmentResult]) -> str:
-    """The text files, inlined after the question, each fenced with its name."""
-    blocks = []
-    for result in results:
-        if result.kind is AttachmentKind.TEXT and result.text is not None:
-            blocks.append(f"\n\n--- {result.name} ---\n```\n{result.text}\n```")
-    return "".join(blocks)
 
 
 class AskService:

@@ -38,7 +38,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -49,7 +49,8 @@ from ibot.db.budgets import BudgetChange, BudgetStore
 from ibot.db.ledger import Ledger
 from ibot.llm.budget import BudgetExceeded, Reservation
 from ibot.llm.types import CallContext, Feature
-from ibot.pricing import usd_to_micros
+from ibot.money import usd_to_micros
+from ibot.periods import BudgetPeriod, period_of
 
 log = structlog.get_logger("ibot.budgets")
 
@@ -70,24 +71,6 @@ USER_CAPPED_FEATURES = frozenset({Feature.ASK, Feature.CHAT})
 ALERTED_SCOPES = (Scope.GUILD_DAILY, Scope.GUILD_MONTHLY)
 # Words that remove a cap in `/budget set`.
 NO_CAP_WORDS = frozenset({"none", "no", "off", "aucun", "aucune", "non", "∞"})
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    start: datetime  # inclusive, UTC
-    end: datetime  # exclusive: when the cap frees up
-    key: str  # "2026-11-21" or "2026-11"
-
-
-def period_of(scope: Scope, now: datetime) -> Period:
-    """The UTC day (or month, for guild_monthly) that contains `now`."""
-    now = now.astimezone(UTC)
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if not scope.monthly:
-        return Period(day, day + timedelta(days=1), day.strftime("%Y-%m-%d"))
-    start = day.replace(day=1)
-    end = (start + timedelta(days=32)).replace(day=1)
-    return Period(start, end, start.strftime("%Y-%m"))
 
 
 def parse_cap(text: str) -> int | None:
@@ -206,7 +189,7 @@ class BudgetManager:
             # From here to the return nothing awaits: the check and the hold are one step.
             if all(key in self._spent for key in keys):
                 break  # else a new day began while reading and dropped a key: read again
-        exceeded: list[tuple[Scope, Period]] = []
+        exceeded: list[tuple[Scope, BudgetPeriod]] = []
         for key, scope in zip(keys, scopes, strict=True):
             cap = caps[scope]
             if cap is None:
@@ -330,7 +313,7 @@ class BudgetManager:
         return scopes
 
     @staticmethod
-    def _key(scope: Scope, context: CallContext, period: Period) -> _Key:
+    def _key(scope: Scope, context: CallContext, period: BudgetPeriod) -> _Key:
         user = context.user_id if scope is Scope.USER_DAILY else None
         return (scope, _guild_of(context), user, period.key)
 
@@ -358,7 +341,7 @@ class BudgetManager:
             for scope in Scope
         }
 
-    async def _load(self, key: _Key, period: Period) -> None:
+    async def _load(self, key: _Key, period: BudgetPeriod) -> None:
         """Read the period's spending from the ledger, once, under the key's own lock.
 
         Every call of a guild reserves against all its scopes, capped or not, and only

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from ibot import tokens
 from ibot.llm.gateway import Gateway
 from ibot.llm.types import CallContext, ChatMessage, LLMRequest
-from ibot.services.ask import Answered, Failed, FeatureConfig, PromptBuilder, call_for_outcome
+from ibot.services.outcomes import Answered, Failed, call_for_outcome
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 
 SEEN_LIMIT = 10_000
 

@@ -3,7 +3,10 @@
 Discord-free. The cog gives a `ForumPost` (title, starter text, author, tags,
 attachments); this service decides whether the bot should answer at all, claims the
 thread so that it is answered exactly once, builds the prompt (date, persona, author,
-title, tags, text, attachments) and calls the gateway.
+title, tags, text, attachments) and calls the gateway. It also owns the thread's state
+machine (claimed → answered / failed / skipped, in `ThreadStore`) and plans the catch-up
+at start: which threads opened while the bot was down to answer, and which claims left
+by a dead process to take over. The cog only reads Discord and posts.
 
 The prompt never exceeds the feature's `max_prompt_tokens` (as `ibot.tokens.count_messages`
 counts it, like the gateway's estimate). When everything does not fit, the attached text
@@ -18,20 +21,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import assert_never
+
+import structlog
 
 from ibot import tokens
 from ibot.db.threads import ThreadState, ThreadStore
 from ibot.llm.gateway import Gateway
 from ibot.llm.types import CallContext, ChatMessage, Feature, LLMRequest
-from ibot.services.ask import (
-    Answered,
-    Failed,
-    FeatureConfig,
-    PromptBuilder,
-    attachments_block,
-    call_for_outcome,
-)
 from ibot.services.attachments import (
     AttachmentKind,
     AttachmentLimits,
@@ -39,6 +37,10 @@ from ibot.services.attachments import (
     AttachmentSource,
     process_attachments,
 )
+from ibot.services.outcomes import Answered, Failed, call_for_outcome
+from ibot.services.prompts import FeatureConfig, PromptBuilder, attachments_block
+
+log = structlog.get_logger("ibot.forum")
 
 # The post's own text (the member's question) is never cut below this many tokens, or
 # below its whole length when shorter: the attached files share the rest of the budget.
@@ -63,6 +65,16 @@ class ForumPost:
 
 
 ForumOutcome = Answered | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """A thread the catch-up must see to."""
+
+    thread_id: int
+    # Its claim was left by a process that died: Discord may already show that process's
+    # answer, so look before answering (`found_answered`) and take the claim over.
+    take_over: bool
 
 
 def share_budget(sizes: Sequence[int], budget: int) -> list[int]:
@@ -106,6 +118,7 @@ class ForumService:
         *,
         no_bot_tags: Iterable[str] = (),
         attachment_limits: AttachmentLimits | None = None,
+        catch_up_hours: float = 0,
     ) -> None:
         self.gateway = gateway
         self.prompts = prompts
@@ -113,20 +126,96 @@ class ForumService:
         self.store = store
         self.no_bot_tags = {tag.casefold() for tag in no_bot_tags}
         self.attachment_limits = attachment_limits or AttachmentLimits()
+        self.catch_up_hours = catch_up_hours
 
-    def skip_reason(self, *, author_is_bot: bool, tags: Iterable[str]) -> str | None:
-        """Why the bot must stay out of this thread, or None to answer it."""
-        if author_is_bot:
+    # ---- the thread's state: claimed once, then answered, failed or skipped -------------
+
+    async def begin(
+        self,
+        thread_id: int,
+        *,
+        guild_id: int | None,
+        forum_id: int | None,
+        take_over: bool = False,
+    ) -> bool:
+        """Claim the thread's answer for this process; False: someone else has it (a
+        replayed event, the catch-up racing a live event, another process)."""
+        if take_over:
+            return await self.store.take_over(thread_id)
+        return await self.store.claim(thread_id, guild_id=guild_id, forum_id=forum_id)
+
+    async def skip_if_unwanted(self, post: ForumPost) -> str | None:
+        """Why the bot stays out of this thread (recorded as skipped), or None to answer."""
+        reason = self._skip_reason(post)
+        if reason is not None:
+            await self.store.finish(post.thread_id, ThreadState.SKIPPED, reason=reason)
+        return reason
+
+    def _skip_reason(self, post: ForumPost) -> str | None:
+        if post.author_is_bot:
             return "bot_author"
-        if any(tag.casefold() in self.no_bot_tags for tag in tags):
+        if any(tag.casefold() in self.no_bot_tags for tag in post.tags):
             return "no_bot_tag"
         return None
 
-    async def claim(self, thread_id: int, *, guild_id: int | None, forum_id: int | None) -> bool:
-        return await self.store.claim(thread_id, guild_id=guild_id, forum_id=forum_id)
+    async def abandon(self, thread_id: int, reason: str) -> None:
+        """The thread cannot be answered (its starter message never came, an internal
+        error): failed, not retried automatically; the cog tells the member."""
+        await self.store.finish(thread_id, ThreadState.FAILED, reason=reason)
 
-    async def finish(self, thread_id: int, state: ThreadState, **kw: object) -> None:
-        await self.store.finish(thread_id, state, **kw)  # type: ignore[arg-type]
+    async def posted(
+        self, thread_id: int, outcome: ForumOutcome, *, message_id: int | None = None
+    ) -> None:
+        """Record the outcome once its message is posted in the thread.
+
+        If the database fails now, the member already has the message: the failure is
+        logged and nothing more is posted (no error under an answer); the claim left
+        behind is settled by the next start's catch-up, which finds the posted message.
+        """
+        match outcome:
+            case Answered():
+                state, reason = ThreadState.ANSWERED, None
+            case Failed():
+                state, reason = ThreadState.FAILED, outcome.kind.value
+            case _:
+                assert_never(outcome)
+        try:
+            await self.store.finish(
+                thread_id, state, message_id=message_id, ledger_id=outcome.ledger_id, reason=reason
+            )
+        except Exception:
+            log.exception("thread_state_write_failed", thread_id=thread_id, state=str(state))
+
+    # ---- the catch-up at start ------------------------------------------------------------
+
+    def catch_up_since(self, now: datetime) -> datetime | None:
+        """Threads created after this are caught up at start; None: no catch-up."""
+        if self.catch_up_hours <= 0:
+            return None
+        return now - timedelta(hours=self.catch_up_hours)
+
+    async def plan_catch_up(self, thread_ids: Iterable[int]) -> list[CatchUp]:
+        """Of the recent threads, those to answer now: never seen, or claimed by a
+        process that died before answering. Answered, failed, skipped threads and this
+        process's own claims (being answered) are left alone."""
+        ids = list(thread_ids)
+        states = await self.store.states(ids)
+        plan = []
+        for thread_id in ids:
+            known = states.get(thread_id)
+            if known is None:
+                plan.append(CatchUp(thread_id, take_over=False))
+            elif known[0] is ThreadState.CLAIMED and known[1] != self.store.owner:
+                plan.append(CatchUp(thread_id, take_over=True))
+        return plan
+
+    async def found_answered(self, thread_id: int) -> None:
+        """A dead process's claim whose answer is on Discord after all: take the claim
+        over and record it answered, posting nothing."""
+        await self.store.take_over(thread_id)
+        await self.store.finish(thread_id, ThreadState.ANSWERED, reason="found_after_restart")
+
+    # ---- the answer -------------------------------------------------------------------------
 
     async def answer(self, post: ForumPost) -> ForumOutcome:
         processed = tuple(await process_attachments(post.attachments, self.attachment_limits))

@@ -3,6 +3,7 @@
 Discord-free, like reports.py underneath it: /cost-report and `ibot costs report` both
 build on `build_report_view`, and the chart is plain PNG bytes. Every figure is summed
 by the database; only the previous-period comparison is arithmetic here, on integers.
+The periods themselves (choose_period, previous_period, period_days) are ibot.periods.
 
 matplotlib is imported inside `render_chart` only: it takes about a second to import,
 and the bot must not pay that at start for a command an admin runs now and then.
@@ -15,35 +16,24 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ibot.db.ledger import Ledger
-from ibot.services.reports import (
-    MICROS_PER_USD,
-    CostReport,
-    DailyCost,
-    GroupBy,
-    Period,
-    cost_report,
-    daily_cost_by_feature,
-    format_usd,
-    ledger_rows,
-    parse_period,
-    render_json,
-    render_rows_csv,
-)
+from ibot.db.reports import DailyCost, GroupBy
+from ibot.money import MICROS_PER_USD, exact_usd
+from ibot.periods import Period, previous_period
+from ibot.services.report_render import render_json, render_rows_csv
+from ibot.services.reports import CostReport, cost_report, daily_cost_by_feature, ledger_rows
 
 if TYPE_CHECKING:  # matplotlib is imported lazily (see the module docstring)
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-PERIOD_CHOICES = ("today", "7d", "30d", "month", "custom")
 GROUPINGS = (GroupBy.feature, GroupBy.user, GroupBy.model, GroupBy.channel, GroupBy.day)
-MAX_CUSTOM_DAYS = 366  # one bar a day: beyond a year the chart is unreadable
 TOP = 10
 CHART_SIZE = (1000, 500)  # pixels: what Discord shows without scaling much
 _CHART_DPI = 100
@@ -56,66 +46,6 @@ _FEATURE_COLOURS = {
 }
 _OTHER_COLOURS = ("#9B59B6", "#1ABC9C", "#E67E22", "#95A5A6", "#34495E")
 CAP_COLOUR = "#ED4245"  # used by nothing else, so that the cap line stands out
-
-
-# --- periods -------------------------------------------------------------------------
-
-
-class PeriodError(ValueError):
-    """A period an admin cannot have meant; `code` names the reason for translation:
-    needs_from, bad_dates, too_long or unknown."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def choose_period(
-    choice: str = "7d",
-    first: str | None = None,
-    last: str | None = None,
-    *,
-    now: datetime | None = None,
-) -> Period:
-    """The period an admin picked: one of PERIOD_CHOICES, or from/to dates (YYYY-MM-DD,
-    both days included, UTC). Dates win over the choice; `to` alone is refused, `from`
-    alone runs to today. Raises PeriodError."""
-    now = now or datetime.now(UTC)
-    first = first.strip() if first and first.strip() else None
-    last = last.strip() if last and last.strip() else None
-    if first is None and last is None:
-        if choice == "custom":
-            raise PeriodError("needs_from", "a custom period needs a from date (YYYY-MM-DD)")
-        if choice not in PERIOD_CHOICES:
-            raise PeriodError("unknown", f"unknown period {choice!r}: use {PERIOD_CHOICES}")
-        return parse_period(choice, now=now)
-    if first is None:
-        raise PeriodError("needs_from", "a custom period needs a from date (YYYY-MM-DD)")
-    last = last or now.astimezone(UTC).date().isoformat()
-    try:
-        period = parse_period(f"{first}..{last}", now=now)
-    except ValueError as err:
-        raise PeriodError("bad_dates", str(err)) from None
-    if period.end - period.start > timedelta(days=MAX_CUSTOM_DAYS):
-        raise PeriodError("too_long", f"a custom period covers at most {MAX_CUSTOM_DAYS} days")
-    return period
-
-
-def previous_period(period: Period, *, now: datetime | None = None) -> Period:
-    """The period of the same length just before `period`.
-
-    A period that is not over yet (today, this month) is compared by its elapsed part:
-    today until 14:00 against yesterday 00:00 to today 00:00 would always look like a
-    drop, so it is compared with the 14 hours before it instead.
-    """
-    now = now or datetime.now(UTC)
-    elapsed_end = min(period.end, max(now, period.start))
-    length = elapsed_end - period.start
-    if length <= timedelta(0):
-        length = period.end - period.start
-    start = period.start - length
-    label = f"{start:%Y-%m-%d %H:%M}..{period.start:%Y-%m-%d %H:%M} UTC"
-    return Period(start, period.start, label)
 
 
 # --- the report ----------------------------------------------------------------------
@@ -209,14 +139,14 @@ def render_comparison(view: ReportView) -> str:
     """Two lines for the terminal, under the table: the previous period, and the change."""
     previous = (
         f"Previous period ({view.previous.label}): {view.calls.previous} calls, "
-        f"{view.tokens.previous} tokens, {format_usd(view.cost.previous)} USD"
+        f"{view.tokens.previous} tokens, {exact_usd(view.cost.previous)} USD"
     )
     changes = ", ".join(
         f"{name} {_signed(change.delta, show)} ({change.percent_text() or 'none before'})"
         for name, change, show in (
             ("calls", view.calls, str),
             ("tokens", view.tokens, str),
-            ("cost", view.cost, lambda micros: f"{format_usd(micros)} USD"),
+            ("cost", view.cost, lambda micros: f"{exact_usd(micros)} USD"),
         )
     )
     return f"{previous}\nChange: {changes}\n"
@@ -232,7 +162,7 @@ def render_view_json(view: ReportView) -> str:
         "calls": view.calls.previous,
         "tokens": view.tokens.previous,
         "cost_micros": view.cost.previous,
-        "cost_usd": format_usd(view.cost.previous),
+        "cost_usd": exact_usd(view.cost.previous),
     }
     document["change"] = {
         name: {
@@ -267,13 +197,6 @@ class ChartText:
     y_label: str = "Cost (USD)"
     cap_label: str = "Daily cap"
     empty: str = "No spending in this period"
-
-
-def period_days(period: Period) -> list[date]:
-    """Every UTC day the period touches, in order (a 30-day period touches 31)."""
-    first = period.start.astimezone(UTC).date()
-    last = (period.end - timedelta(microseconds=1)).astimezone(UTC).date()
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def render_chart(

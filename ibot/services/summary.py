@@ -30,7 +30,7 @@ from ibot.llm.types import (
     LLMResult,
     Usage,
 )
-from ibot.services.ask import FeatureConfig, PromptBuilder
+from ibot.services.prompts import FeatureConfig, PromptBuilder
 
 # Tokens kept free in every request for the template's own words and message overhead.
 _TEMPLATE_MARGIN = 200
