@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ibot.db.ledger import LedgerEntry
+from ibot.db.ledger import TOKEN_COLUMNS, LedgerEntry
 from ibot.llm.pacing import PacerStats
 
 LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -66,16 +66,14 @@ class Metrics:
         self._queue_source: Callable[[], PacerStats] | None = None
 
     def observe_call(self, entry: LedgerEntry) -> None:
-        feature, model = str(entry.feature), entry.model or entry.model_requested
+        """Count one call from its ledger entry: the facts its row holds, so that /metrics
+        and the ledger agree."""
+        feature, model = str(entry.feature), entry.model_label
         self.calls.labels(feature, model, str(entry.backend), str(entry.status)).inc()
-        for kind, value in (
-            ("prompt", entry.prompt_tokens),
-            ("cached", entry.cached_tokens),
-            ("image", entry.image_tokens),
-            ("completion", entry.completion_tokens),
-        ):
-            if value:
-                self.tokens.labels(feature, model, kind).inc(value)
+        for column in TOKEN_COLUMNS:
+            value: int = getattr(entry, column)
+            if value:  # kind: "prompt", "cached", "image", "completion"
+                self.tokens.labels(feature, model, column.removesuffix("_tokens")).inc(value)
         if entry.cost_micros:
             self.cost.labels(feature, model).inc(entry.cost_micros / 1_000_000)
         if entry.error_kind is not None:

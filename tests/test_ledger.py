@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from ibot.db.engine import create_engine, make_sessionmaker
-from ibot.db.ledger import Ledger, LedgerEntry, LedgerRow, Totals
+from ibot.db.ledger import NOTE_MAX, Ledger, LedgerEntry, LedgerRow, Totals, column_values
 from ibot.db.migrate import upgrade
+from ibot.db.models import LedgerRecord
 from ibot.llm.types import Backend, CallStatus, ErrorKind, Feature, UsageSource
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -263,3 +264,28 @@ async def test_a_pending_row_is_completed_in_place_or_closed_as_interrupted(ledg
     assert (interrupted.status, interrupted.error_kind) == ("error", ErrorKind.INTERRUPTED)
     assert (interrupted.cost_micros, interrupted.usage_source) == (4200, UsageSource.ESTIMATED)
     assert await ledger.pending() == []
+
+
+def test_the_entry_spells_the_table_row_and_the_row_is_the_entry_with_its_id():
+    # The row is spelled out twice only: LedgerRecord (the table) and LedgerEntry; what
+    # else names the columns (stored values, LedgerRow, log line, metrics) derives them.
+    columns = set(LedgerRecord.__table__.columns.keys())
+    assert {f.name for f in fields(LedgerEntry)} | {"id"} == columns
+    assert {f.name for f in fields(LedgerRow)} == columns
+    assert LedgerRecord.__table__.columns["note"].type.length == NOTE_MAX
+
+
+def test_column_values_store_enums_as_strings_and_fit_the_note():
+    values = column_values(entry(error_kind=ErrorKind.QUOTA, note="y" * 300))
+
+    assert set(values) == {f.name for f in fields(LedgerEntry)}
+    assert values["feature"] == "ask" and type(values["feature"]) is str
+    assert type(values["backend"]) is str and type(values["status"]) is str
+    assert type(values["error_kind"]) is str and type(values["usage_source"]) is str
+    assert values["note"] == "y" * 254 + "…"
+    assert column_values(entry())["error_kind"] is None
+
+
+def test_model_label_is_the_answering_model_else_the_requested_one():
+    assert entry().model_label == "gpt-4o-2024-08-06"
+    assert entry(model=None).model_label == "gpt-4o"

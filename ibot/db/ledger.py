@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, case, func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ibot.db.models import LedgerRecord, utcnow
@@ -20,10 +21,20 @@ from ibot.llm.types import Backend, CallStatus, ErrorKind, Feature, UsageSource
 
 NOTE_MAX = 255  # the column's length: PostgreSQL rejects a longer value outright
 
+# The token columns, named as the fields of ibot.llm.types.Usage are, in the order the
+# reports and metrics list them.
+TOKEN_COLUMNS = ("prompt_tokens", "cached_tokens", "image_tokens", "completion_tokens")
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LedgerEntry:
-    """One model call as the gateway describes it, before it gets an id."""
+    """One model call as the gateway describes it, before it gets an id.
+
+    With `LedgerRecord` (the table) this is the one place the row is spelled out: every
+    field is a column of the same name, and what is derived from the row (the stored
+    values, `LedgerRow`, the log line, the metrics) is derived from these fields, so that
+    a column added here and in the table (and its migration) reaches all of them.
+    """
 
     feature: Feature | str
     backend: Backend | str
@@ -54,35 +65,22 @@ class LedgerEntry:
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int)):
             raise TypeError(f"cost_micros must be an int or None, not {type(cost).__name__}")
 
+    @property
+    def model_label(self) -> str:
+        """The model the call is reported and priced under: the one that answered, else
+        (no answer came) the one asked for."""
+        return self.model or self.model_requested
 
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    """A stored ledger row. Enum-like columns are the stored strings (StrEnums compare
-    equal to them), so rows written by a newer version with new values still load."""
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerRow(LedgerEntry):
+    """A stored ledger row: the entry as written, with its id.
+
+    Enum-like columns come back as the stored strings (StrEnums compare equal to them),
+    so rows written by a newer version with values this one does not know still load.
+    """
 
     id: int
-    created_at: datetime  # aware, UTC
-    guild_id: int | None
-    channel_id: int | None
-    thread_id: int | None
-    user_id: int | None
-    feature: str
-    backend: str
-    model_requested: str
-    model: str | None
-    request_id: str | None
-    prompt_tokens: int
-    cached_tokens: int
-    image_tokens: int
-    completion_tokens: int
-    cost_micros: int | None
-    latency_ms: int
-    status: str
-    error_kind: str | None
-    usage_source: str
-    attempts: int
-    note: str | None
-    call_id: str | None
 
     @classmethod
     def from_record(cls, record: LedgerRecord) -> LedgerRow:
@@ -154,7 +152,7 @@ class Ledger:
         pending row has that id (already closed as interrupted by a newer process): the
         caller then records the outcome as a row of its own.
         """
-        values = _values(entry)
+        values = column_values(entry)
         del values["created_at"]
         async with self._sessionmaker() as session:
             result = await session.execute(
@@ -163,7 +161,7 @@ class Ledger:
                 .values(**values)
             )
             await session.commit()
-            return bool(result.rowcount)
+            return bool(cast(CursorResult[Any], result).rowcount)
 
     async def pending(self) -> list[LedgerRow]:
         """Rows still pending: calls in flight, or calls of a process that died."""
@@ -191,7 +189,7 @@ class Ledger:
                 )
             )
             await session.commit()
-            return bool(result.rowcount)
+            return bool(cast(CursorResult[Any], result).rowcount)
 
     async def rows(
         self,
@@ -274,31 +272,19 @@ def _note(note: str | None) -> str | None:
 
 
 def _to_record(entry: LedgerEntry) -> LedgerRecord:
-    return LedgerRecord(**_values(entry))
+    return LedgerRecord(**column_values(entry))
 
 
-def _values(entry: LedgerEntry) -> dict[str, Any]:
-    return dict(
-        created_at=entry.created_at,
-        guild_id=entry.guild_id,
-        channel_id=entry.channel_id,
-        thread_id=entry.thread_id,
-        user_id=entry.user_id,
-        feature=str(entry.feature),
-        backend=str(entry.backend),
-        model_requested=entry.model_requested,
-        model=entry.model,
-        request_id=entry.request_id,
-        prompt_tokens=entry.prompt_tokens,
-        cached_tokens=entry.cached_tokens,
-        image_tokens=entry.image_tokens,
-        completion_tokens=entry.completion_tokens,
-        cost_micros=entry.cost_micros,
-        latency_ms=entry.latency_ms,
-        status=str(entry.status),
-        error_kind=None if entry.error_kind is None else str(entry.error_kind),
-        usage_source=str(entry.usage_source),
-        attempts=entry.attempts,
-        note=_note(entry.note),
-        call_id=entry.call_id,
-    )
+def column_values(entry: LedgerEntry) -> dict[str, Any]:
+    """The entry as the values of its row, by column name (every field is a column).
+
+    Enums go in as their values, the strings a `LedgerRow` reads back; the note is cut
+    to fit its column.
+    """
+    values = {f.name: _stored(getattr(entry, f.name)) for f in fields(LedgerEntry)}
+    values["note"] = _note(entry.note)
+    return values
+
+
+def _stored(value: Any) -> Any:
+    return str(value) if isinstance(value, StrEnum) else value

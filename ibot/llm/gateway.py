@@ -18,6 +18,10 @@ construction. A process killed mid-call leaves its rows pending; the next start 
 them (`close_interrupted`) as interrupted calls at their worst-case cost, so a call the
 provider may have billed is never missing from the ledger or the budgets. A failed
 ledger write never fails the user's answer: the row is logged in full instead.
+
+The books themselves (steps 3, 5 and 6: the rows, the log line, the metrics) are kept by
+`ibot.llm.accounting.CallAccountant`; this module decides which call is made and what it
+costs.
 """
 
 from __future__ import annotations
@@ -30,10 +34,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-import structlog
-
 from ibot import tokens
-from ibot.db.ledger import Ledger, LedgerEntry
+from ibot.llm.accounting import CallAccountant, CallRecorder
 from ibot.llm.budget import AllowAll, BudgetExceeded, BudgetHook, Reservation
 from ibot.llm.pacing import Pacer
 from ibot.llm.types import (
@@ -54,8 +56,6 @@ from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
 
 OnDelta = Callable[[str], Awaitable[None] | None]
-
-log = structlog.get_logger("ibot.gateway")
 
 # OpenAI failures (after its own retries) that the local model answers instead.
 LOCAL_FALLBACK_ERRORS = frozenset(
@@ -106,7 +106,7 @@ class Gateway:
     def __init__(
         self,
         *,
-        ledger: Ledger,
+        ledger: CallRecorder,
         prices: PriceTable,
         openai: ModelBackend | None,
         budget: BudgetHook | None = None,
@@ -119,8 +119,10 @@ class Gateway:
     ) -> None:
         """`degrade`: per feature, the cheaper models to try, in order, when a budget
         refuses the requested one. `local`: the local model, tried after them; what it
-        holds against the budgets is `local_worst_case(request)` (0 when not given)."""
-        self.ledger = ledger
+        holds against the budgets is `local_worst_case(request)` (0 when not given).
+        `ledger`: where the calls' rows go (an `ibot.db.ledger.Ledger`, or any
+        `CallRecorder`)."""
+        self.accounts = CallAccountant(ledger, prices, clock=clock, metrics=metrics)
         self.prices = prices
         self.openai = openai
         self.budget: BudgetHook = budget or AllowAll()
@@ -131,10 +133,17 @@ class Gateway:
         self.local = local
         self._local_worst_case = local_worst_case
         self.pacer = pacer
-        self.metrics = metrics
         listener_target = openai if pacer is not None else None
         if listener_target is not None and hasattr(listener_target, "rate_limit_listener"):
             listener_target.rate_limit_listener = self._rate_limits_seen
+
+    @property
+    def ledger(self) -> CallRecorder:
+        return self.accounts.recorder
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self.accounts.metrics
 
     def _rate_limits_seen(self, info: RateLimitInfo | None, retry_after: float | None) -> None:
         if self.pacer is None:  # pacing switched off after construction
@@ -143,7 +152,9 @@ class Gateway:
         if retry_after is not None:
             self.pacer.back_off(retry_after)
 
-    def _slot(self, backend: ModelBackend, request: LLMRequest, estimate: Estimate):
+    def _slot(
+        self, backend: ModelBackend, request: LLMRequest, estimate: Estimate
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """A paced slot for calls to OpenAI; the local model has its own queue."""
         if self.pacer is None or backend is not self.openai:
             return contextlib.nullcontext()
@@ -179,7 +190,7 @@ class Gateway:
         """Answer `request`, or raise LLMCallError; either way one ledger row is written."""
         started = self._clock()
         if self.openai is None and self.local is None:
-            await self._record_failure(
+            await self.accounts.failed(
                 request,
                 None,
                 ErrorKind.NOT_CONFIGURED,
@@ -216,7 +227,8 @@ class Gateway:
             async with self._slot(backend, sent, estimate):
                 # Written once the call has its slot, just before it is sent: a call
                 # still queued when the process dies was never sent and costs nothing.
-                pending = await self._open(request, backend.name, sent, estimate)
+                worst = self._worst_usage(estimate, sent)
+                pending = await self.accounts.open(request, backend.name, sent, worst)
                 went_out = True
                 response = await backend.complete(
                     sent,
@@ -230,7 +242,7 @@ class Gateway:
             model = err.model if err.usage else None
             if plan.note is not None and model is None and sent.model != request.model:
                 model = sent.model  # the cheaper model failed, not the one asked for
-            ledger_id = await self._record_failure(
+            ledger_id = await self.accounts.failed(
                 request,
                 backend.name,
                 err.kind,
@@ -255,20 +267,17 @@ class Gateway:
         await asyncio.shield(self.budget.settle(reservation, cost))
         latency = self._clock() - started
         status = CallStatus.FALLBACK if plan.note is not None else CallStatus.OK
-        entry = self._entry(
+        ledger_id = await self.accounts.answered(
             request,
             backend.name,
-            status,
-            latency,
-            usage=response.usage,
+            response,
+            status=status,
+            latency_s=latency,
             cost=cost,
-            model=response.model,
-            request_id=response.request_id,
-            attempts=response.attempts,
             note=plan.note,
             call_id=sent.call_id,
+            pending=pending,
         )
-        ledger_id = await self._write(entry, pending=pending)
         return LLMResult(
             text=response.text,
             usage=response.usage,
@@ -284,7 +293,9 @@ class Gateway:
             notes=(plan.note,) if plan.note else (),
         )
 
-    def _local_plan_after(self, plan: _Plan, failure: LLMCallError):
+    def _local_plan_after(
+        self, plan: _Plan, failure: LLMCallError
+    ) -> Callable[[LLMRequest], Awaitable[_Plan | None]] | None:
         """When OpenAI failed in a way the local model can cover, how to plan that call."""
         if (
             self.local is None
@@ -349,7 +360,7 @@ class Gateway:
         assert blocked is not None
         resets = blocked.resets_at.isoformat() if blocked.resets_at else "unknown"
         message = f"budget {blocked.budget} is spent until {resets}"
-        ledger_id = await self._record_failure(
+        ledger_id = await self.accounts.failed(
             request,
             self.openai.name if self.openai is not None else Backend.LOCAL,
             ErrorKind.BUDGET,
@@ -404,7 +415,7 @@ class Gateway:
             usage, cost = Usage(), 0
             message = "cancelled before the request was sent"
         await self.budget.settle(plan.reservation, cost)
-        await self._record_failure(
+        await self.accounts.failed(
             request,
             plan.backend.name,
             ErrorKind.CANCELLED,
@@ -428,177 +439,8 @@ class Gateway:
             source=UsageSource.ESTIMATED,
         )
 
-    async def _open(
-        self, request: LLMRequest, backend: Backend, sent: LLMRequest, estimate: Estimate
-    ) -> int | None:
-        """Write the pending row of a call about to be sent; its id, or None if the
-        database failed (the outcome is then inserted as a row of its own)."""
-        entry = self._entry(
-            request,
-            backend,
-            CallStatus.PENDING,
-            0.0,
-            usage=self._worst_usage(estimate, sent),
-            cost=0,  # the budget reservation holds the worst case meanwhile
-            model=sent.model,
-            request_id=None,
-            attempts=1,
-            call_id=sent.call_id,
-        )
-        try:
-            return await asyncio.shield(self.ledger.record(entry))
-        except Exception:
-            log.exception("ledger_pending_write_failed", call_id=sent.call_id)
-            return None
-
     async def close_interrupted(self) -> int:
-        """Close the calls a dead process left pending; how many there were.
-
-        Call it at start-up, before serving: in one bot process no call is in flight
-        then, so every pending row belongs to a process that died mid-call. Whether the
-        provider billed such a call is unknown, so it is counted at its worst case (the
-        estimated prompt plus the most output it could have had), which keeps budgets
-        on the safe side; the row says the usage is an estimate.
-        """
-        rows = await self.ledger.pending()
-        for row in rows:
-            if row.backend == Backend.LOCAL:
-                cost: int | None = 0
-            else:
-                usage = Usage(
-                    prompt_tokens=row.prompt_tokens,
-                    image_tokens=row.image_tokens,
-                    completion_tokens=row.completion_tokens,
-                    source=UsageSource.ESTIMATED,
-                )
-                cost = self.prices.cost_micros(usage, row.model or row.model_requested)
-            await self.ledger.close_interrupted(
-                row.id,
-                cost_micros=cost,
-                note="the bot stopped during this call; worst-case usage counted",
-            )
-            log.warning(
-                "model_call_interrupted",
-                ledger_id=row.id,
-                call_id=row.call_id,
-                feature=row.feature,
-                model=row.model or row.model_requested,
-                cost_micros=cost,
-            )
-        return len(rows)
-
-    async def _record_failure(
-        self,
-        request: LLMRequest,
-        backend: Backend | None,
-        kind: ErrorKind,
-        message: str,
-        started: float,
-        *,
-        status: CallStatus = CallStatus.ERROR,
-        usage: Usage | None = None,
-        cost: int | None = 0,
-        request_id: str | None = None,
-        attempts: int = 1,
-        model: str | None = None,
-        call_id: str | None = None,
-        pending: int | None = None,
-    ) -> int | None:
-        entry = self._entry(
-            request,
-            backend or Backend.OPENAI,
-            status,
-            self._clock() - started,
-            usage=usage or Usage(),
-            cost=cost,
-            model=model,
-            request_id=request_id,
-            attempts=attempts,
-            error_kind=kind,
-            note=message[:255],
-            call_id=call_id,
-        )
-        return await self._write(entry, pending=pending)
-
-    def _entry(
-        self,
-        request: LLMRequest,
-        backend: Backend,
-        status: CallStatus,
-        latency_s: float,
-        *,
-        usage: Usage,
-        cost: int | None,
-        model: str | None,
-        request_id: str | None,
-        attempts: int,
-        error_kind: ErrorKind | None = None,
-        note: str | None = None,
-        call_id: str | None = None,
-    ) -> LedgerEntry:
-        ctx = request.context
-        return LedgerEntry(
-            guild_id=ctx.guild_id,
-            channel_id=ctx.channel_id,
-            thread_id=ctx.thread_id,
-            user_id=ctx.user_id,
-            feature=ctx.feature,
-            backend=backend,
-            model_requested=request.model,
-            model=model,
-            request_id=request_id,
-            prompt_tokens=usage.prompt_tokens,
-            cached_tokens=usage.cached_tokens,
-            image_tokens=usage.image_tokens,
-            completion_tokens=usage.completion_tokens,
-            cost_micros=cost,
-            latency_ms=round(latency_s * 1000),
-            status=status,
-            error_kind=error_kind,
-            usage_source=usage.source if usage.total_tokens else UsageSource.MEASURED,
-            attempts=attempts,
-            note=note,
-            call_id=call_id,
-        )
-
-    async def _write(self, entry: LedgerEntry, *, pending: int | None = None) -> int | None:
-        """Complete the call's pending row (or insert the row when there is none)."""
-        fields = {
-            "feature": str(entry.feature),
-            "guild_id": entry.guild_id,
-            "channel_id": entry.channel_id,
-            "thread_id": entry.thread_id,
-            "user_id": entry.user_id,
-            "backend": str(entry.backend),
-            "model": entry.model or entry.model_requested,
-            "prompt_tokens": entry.prompt_tokens,
-            "cached_tokens": entry.cached_tokens,
-            "image_tokens": entry.image_tokens,
-            "completion_tokens": entry.completion_tokens,
-            "cost_micros": entry.cost_micros,
-            "latency_ms": entry.latency_ms,
-            "request_id": entry.request_id,
-            "status": str(entry.status),
-            "attempts": entry.attempts,
-            "call_id": entry.call_id,
-        }
-        if entry.error_kind is not None:
-            fields["error_kind"] = str(entry.error_kind)
-        if self.metrics is not None:
-            self.metrics.observe_call(entry)
-        try:
-            ledger_id = await asyncio.shield(self._store(entry, pending))
-        except Exception:
-            # The answer still goes out; the full row is in the log so nothing is lost.
-            log.exception("ledger_write_failed", **fields, note=entry.note)
-            return None
-        if entry.status is CallStatus.OK:
-            log.info("model_call", ledger_id=ledger_id, **fields)
-        else:
-            log.warning("model_call", ledger_id=ledger_id, **fields, note=entry.note)
-        return ledger_id
-
-    async def _store(self, entry: LedgerEntry, pending: int | None) -> int:
-        if pending is not None and await self.ledger.complete(pending, entry):
-            return pending
-        return await self.ledger.record(entry)
+        """Close the calls a dead process left pending, at their worst-case cost; how
+        many there were. Call it at start-up, before serving (see
+        `CallAccountant.close_interrupted`)."""
+        return await self.accounts.close_interrupted()
