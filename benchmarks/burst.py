@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
-from ibot.llm.types import CallStatus
+from ibot.domain import CallStatus
 from ibot.testing.bot_process import BotProcess
 from ibot.testing.fake_openai import FakeOpenAI
 from ibot.testing.harness import Harness

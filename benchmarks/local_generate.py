@@ -40,8 +40,8 @@ if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
 from ibot.config import LocalModelSettings  # noqa: E402
+from ibot.domain import CallContext, ChatMessage, Feature, LLMRequest  # noqa: E402
 from ibot.llm.local import LocalBackend  # noqa: E402
-from ibot.llm.types import CallContext, ChatMessage, Feature, LLMRequest  # noqa: E402
 from ibot.logging import configure_logging  # noqa: E402
 from ibot.testing.tiny_model import build_tiny_model  # noqa: E402
 

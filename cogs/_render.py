@@ -13,8 +13,8 @@ from datetime import datetime
 
 import nextcord
 
+from ibot.domain import Backend, ErrorKind, Usage
 from ibot.i18n import t
-from ibot.llm.types import Backend, ErrorKind, Usage
 from ibot.money import format_usd
 from ibot.services.attachments import AttachmentResult, AttachmentSource
 from ibot.services.formatting import embed_messages

@@ -17,8 +17,8 @@ from cogs._render import (
     send_private_after_defer,
 )
 from ibot.app import Services
+from ibot.domain import CallContext, Feature
 from ibot.i18n import t
-from ibot.llm.types import CallContext, Feature
 from ibot.services.cooldown import Cooldowns
 from ibot.services.outcomes import Answered, Failed, TooLong
 from ibot.services.permissions import Access

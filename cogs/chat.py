@@ -15,8 +15,8 @@ from cogs._render import (
     member_facts,
 )
 from ibot.app import Services
+from ibot.domain import CallContext, Feature
 from ibot.i18n import t
-from ibot.llm.types import CallContext, Feature
 from ibot.services.chat import Duplicate, Turn
 from ibot.services.cooldown import Cooldowns
 from ibot.services.outcomes import Answered, Failed

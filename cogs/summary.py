@@ -15,8 +15,8 @@ from cogs._render import (
     send_private_after_defer,
 )
 from ibot.app import Services
+from ibot.domain import CallContext, Feature
 from ibot.i18n import t
-from ibot.llm.types import CallContext, Feature
 from ibot.services.permissions import Access
 from ibot.services.summary import (
     HistoryMessage,

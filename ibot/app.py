@@ -19,13 +19,13 @@ from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
+from ibot.domain import Feature
 from ibot.i18n import load_prompts
 from ibot.inflight import InFlight
-from ibot.llm.gateway import Gateway
+from ibot.llm.gateway import ModelGateway
 from ibot.llm.local import LocalBackend, local_backend_from_settings
 from ibot.llm.openai_backend import OpenAIBackend
 from ibot.llm.pacing import Pacer
-from ibot.llm.types import Feature
 from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
 from ibot.services.ask import AskService
@@ -45,7 +45,7 @@ class Services:
     sessionmaker: async_sessionmaker[AsyncSession]
     ledger: Ledger
     prices: PriceTable
-    gateway: Gateway
+    gateway: ModelGateway
     openai: OpenAIBackend | None
     prompts: PromptBuilder
     budgets: BudgetManager
@@ -166,7 +166,7 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
     # Rate limits are learned from the first answers' headers; concurrency is bounded.
     pacer = Pacer(max_concurrency=settings.openai.max_concurrent_calls)
     metrics.watch_queue(pacer.stats)
-    gateway = Gateway(
+    gateway = ModelGateway(
         ledger=ledger,
         prices=prices,
         openai=openai_backend,

@@ -54,8 +54,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ibot.domain import Feature
 from ibot.i18n import placeholders
-from ibot.llm.types import Feature
 from ibot.logging import LEVELS, redact_text
 from ibot.money import decimal_to_micros
 

@@ -33,7 +33,7 @@ _FR: dict[str, Entry] = {
     "cost_footer": "Total tokens : {tokens} | Coût : {cost} USD",
     "local_footer": "Réponse du modèle local",
     "answer_title": "Réponse de {bot_name}",
-    # One per ErrorKind (ibot/llm/types.py).
+    # One per ErrorKind (ibot/domain.py).
     "error.rate_limit": "Trop de demandes en ce moment, réessaie dans une minute.",
     "error.insufficient_quota": (
         "Le crédit OpenAI du serveur est épuisé. Les admins sont prévenus ; réessaie plus tard."

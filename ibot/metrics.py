@@ -11,8 +11,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ibot.db.ledger import TOKEN_COLUMNS, LedgerEntry
-from ibot.llm.pacing import PacerStats
+from ibot.domain import TOKEN_COLUMNS, LedgerEntry, PacerStats
 
 LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from ibot.llm.types import Usage
+from ibot.domain import Usage
 
 # Size limits and tile edge of the tile method (OpenAI vision guide, "calculating costs").
 _MAX_SIDE = 2048

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import tiktoken
 from tiktoken_ext import openai_public
 
-from ibot.llm.types import ChatMessage
+from ibot.domain import ChatMessage
 
 DEFAULT_ENCODING = "o200k_base"
 

@@ -9,8 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from ibot.db.ledger import LedgerEntry, LedgerRow
-from ibot.llm.accounting import INTERRUPTED_NOTE, CallAccountant, log_fields
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendResponse,
     CallContext,
@@ -22,6 +21,7 @@ from ibot.llm.types import (
     Usage,
     UsageSource,
 )
+from ibot.llm.accounting import INTERRUPTED_NOTE, CallAccountant, log_fields
 from ibot.metrics import Metrics
 from ibot.pricing import default_price_table
 

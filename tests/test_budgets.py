@@ -1,7 +1,7 @@
 """Budgets: caps that concurrent calls never overshoot, the degrade order, refusals that
 say which budget is spent and when it resets, audited changes, and alerts sent once.
 
-Everything runs for real: AskService -> Gateway -> OpenAIBackend (the real openai client)
+Everything runs for real: AskService -> ModelGateway -> OpenAIBackend (the real openai client)
 -> FakeOpenAI on loopback, with the ledger and the budget tables in SQLite.
 """
 
@@ -20,11 +20,7 @@ from ibot.db.budgets import BudgetStore
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger, LedgerEntry
 from ibot.db.migrate import upgrade
-from ibot.i18n import load_prompts
-from ibot.llm.budget import BudgetExceeded
-from ibot.llm.gateway import Gateway
-from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendResponse,
     CallContext,
@@ -36,6 +32,10 @@ from ibot.llm.types import (
     LLMRequest,
     Usage,
 )
+from ibot.i18n import load_prompts
+from ibot.llm.budget import BudgetExceeded
+from ibot.llm.gateway import ModelGateway
+from ibot.llm.openai_backend import OpenAIBackend
 from ibot.periods import period_of
 from ibot.pricing import default_price_table
 from ibot.services.ask import AskService
@@ -110,8 +110,8 @@ def manager(db, clock: Clock | None = None, alerts: list[Alert] | None = None, *
     )
 
 
-def gateway(db, backend, budgets: BudgetManager, *, degrade=None, local=None) -> Gateway:
-    return Gateway(
+def gateway(db, backend, budgets: BudgetManager, *, degrade=None, local=None) -> ModelGateway:
+    return ModelGateway(
         ledger=db[0],
         prices=default_price_table(),
         openai=backend,
@@ -121,7 +121,7 @@ def gateway(db, backend, budgets: BudgetManager, *, degrade=None, local=None) ->
     )
 
 
-def ask_service(gw: Gateway, max_output_tokens: int = 20) -> AskService:
+def ask_service(gw: ModelGateway, max_output_tokens: int = 20) -> AskService:
     prompts = PromptBuilder(load_prompts("fr"), extra={"bot_name": "iBot"})
     return AskService(gw, prompts, FeatureConfig("gpt-4o", max_output_tokens, 8000))
 
@@ -135,7 +135,7 @@ def request(context: CallContext, model: str = "gpt-4o", max_output: int = 20) -
     return LLMRequest(messages=messages, model=model, max_output_tokens=max_output, context=context)
 
 
-def worst_case(gw: Gateway, req: LLMRequest) -> int:
+def worst_case(gw: ModelGateway, req: LLMRequest) -> int:
     worst = gw.estimate(req).worst_case_micros
     assert worst is not None
     return worst

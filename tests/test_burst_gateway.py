@@ -14,10 +14,10 @@ import pytest
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
-from ibot.llm.gateway import Gateway
+from ibot.domain import CallContext, ChatMessage, ErrorKind, Feature, LLMCallError, LLMRequest
+from ibot.llm.gateway import ModelGateway
 from ibot.llm.openai_backend import OpenAIBackend
 from ibot.llm.pacing import Pacer
-from ibot.llm.types import CallContext, ChatMessage, ErrorKind, Feature, LLMCallError, LLMRequest
 from ibot.pricing import default_price_table
 from ibot.testing.fake_openai import FakeOpenAI
 
@@ -35,7 +35,7 @@ async def burst(tmp_path: Path, *, paced: bool) -> tuple[FakeOpenAI, list]:
         backend = OpenAIBackend(
             api_key="sk-x", base_url=fake.base_url, max_retries=50, retry_max_wait_s=5
         )
-        gateway = Gateway(
+        gateway = ModelGateway(
             ledger=Ledger(make_sessionmaker(engine)),
             prices=default_price_table(),
             openai=backend,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ibot.llm.types import Usage
+from ibot.domain import Usage
 from ibot.pricing import default_price_table
 from ibot.testing.fake_openai import FakeOpenAI
 

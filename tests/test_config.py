@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ibot.config import ConfigError, Settings, fail_on_config_error, load_settings
-from ibot.llm.types import Feature
+from ibot.domain import Feature
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-proj-config-test-0123456789abcdef"

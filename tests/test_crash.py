@@ -13,7 +13,7 @@ import pytest
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.threads import ThreadState, ThreadStore
-from ibot.llm.types import CallStatus, ErrorKind, Usage, UsageSource
+from ibot.domain import CallStatus, ErrorKind, Usage, UsageSource
 from ibot.pricing import default_price_table
 from ibot.testing.bot_process import BotProcess
 from ibot.testing.harness import Harness

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from ibot.db.threads import ThreadState
+from ibot.domain import Usage
 from ibot.i18n import t
-from ibot.llm.types import Usage
 from ibot.money import format_usd
 from ibot.pricing import default_price_table
 from ibot.testing.harness import Harness

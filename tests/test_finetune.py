@@ -578,8 +578,8 @@ async def test_the_saved_directory_loads_offline_and_generates(trained: Path) ->
     assert output.shape[1] == prompt["input_ids"].shape[1] + 6
 
     from ibot.config import LocalModelSettings
+    from ibot.domain import Backend, CallContext, ChatMessage, Feature, LLMRequest
     from ibot.llm.local import LocalBackend
-    from ibot.llm.types import Backend, CallContext, ChatMessage, Feature, LLMRequest
 
     request = LLMRequest(
         messages=(ChatMessage("user", "Oh geez, Rick."),),

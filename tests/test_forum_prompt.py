@@ -1,6 +1,6 @@
 """The forum answer's prompt budget: the member's question and every file get their share.
 
-Built from real pieces: the shipped English templates, a Gateway on the fake OpenAI
+Built from real pieces: the shipped English templates, a ModelGateway on the fake OpenAI
 server, the SQLite thread store, attachments read by the real attachment pipeline with
 the default limits (20 000 characters of text per file) and the default 12 000-token
 prompt limit of the forum feature. The assertions are on what the model received.
@@ -20,10 +20,10 @@ from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
+from ibot.domain import ChatMessage
 from ibot.i18n import load_prompts
-from ibot.llm.gateway import Gateway
+from ibot.llm.gateway import ModelGateway
 from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.types import ChatMessage
 from ibot.pricing import default_price_table
 from ibot.services.attachments import AttachmentLimits, AttachmentSource
 from ibot.services.forum import ForumPost, ForumService, share_budget
@@ -52,7 +52,7 @@ async def sessionmaker(tmp_path: Path):
 async def gateway(sessionmaker):
     async with FakeOpenAI() as fake:
         backend = OpenAIBackend(api_key="sk-test", base_url=fake.base_url, max_retries=0)
-        gw = Gateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
+        gw = ModelGateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
         gw.fake = fake  # type: ignore[attr-defined]
         yield gw
         await backend.aclose()

@@ -17,9 +17,7 @@ from structlog.testing import capture_logs
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
-from ibot.llm.gateway import Gateway
-from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.types import (
+from ibot.domain import (
     CallContext,
     CallStatus,
     ChatMessage,
@@ -30,6 +28,8 @@ from ibot.llm.types import (
     LLMRequest,
     UsageSource,
 )
+from ibot.llm.gateway import ModelGateway
+from ibot.llm.openai_backend import OpenAIBackend
 from ibot.pricing import default_price_table
 from ibot.testing.fake_openai import FakeOpenAI
 
@@ -68,10 +68,12 @@ def sleeps() -> SleepRecorder:
     return SleepRecorder()
 
 
-def make_gateway(fake: FakeOpenAI, ledger: Ledger, sleeps: SleepRecorder, **backend_kw) -> Gateway:
+def make_gateway(
+    fake: FakeOpenAI, ledger: Ledger, sleeps: SleepRecorder, **backend_kw
+) -> ModelGateway:
     options = {"max_retries": 2, "timeout_s": 5.0, **backend_kw}
     backend = OpenAIBackend(api_key=API_KEY, base_url=fake.base_url, sleep=sleeps, **options)
-    return Gateway(ledger=ledger, prices=default_price_table(), openai=backend)
+    return ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend)
 
 
 def question(text: str = "Comment installer Python ?", **kw) -> LLMRequest:
@@ -195,7 +197,7 @@ async def test_client_errors_are_not_retried(fake, ledger, sleeps, status, kind)
 async def test_wrong_key_fails_without_leaking_it(fake, ledger, sleeps):
     wrong = "sk-wrong-key-abcdefghijklmnopqrstuv"
     backend = OpenAIBackend(api_key=wrong, base_url=fake.base_url, sleep=sleeps)
-    gateway = Gateway(ledger=ledger, prices=default_price_table(), openai=backend)
+    gateway = ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend)
 
     with capture_logs() as logs, pytest.raises(LLMCallError) as caught:
         await gateway.complete(question())
@@ -243,7 +245,7 @@ async def test_mixed_outcomes_reconcile_with_the_server(fake, ledger, sleeps):
 
 
 def _usage_of(recorded):
-    from ibot.llm.types import Usage
+    from ibot.domain import Usage
 
     return Usage(
         prompt_tokens=recorded.prompt_tokens,
@@ -347,7 +349,7 @@ async def test_cancelled_call_still_leaves_a_row(fake, ledger, sleeps):
 
 
 async def test_no_backend_is_a_refused_row(ledger):
-    gateway = Gateway(ledger=ledger, prices=default_price_table(), openai=None)
+    gateway = ModelGateway(ledger=ledger, prices=default_price_table(), openai=None)
 
     with pytest.raises(LLMCallError) as caught:
         await gateway.complete(question())
@@ -363,7 +365,7 @@ async def test_ledger_failure_does_not_lose_the_answer(fake, sleeps, tmp_path):
             raise OSError("disk full")
 
     backend = OpenAIBackend(api_key=API_KEY, base_url=fake.base_url, sleep=sleeps)
-    gateway = Gateway(ledger=BrokenLedger(), prices=default_price_table(), openai=backend)
+    gateway = ModelGateway(ledger=BrokenLedger(), prices=default_price_table(), openai=backend)
 
     with capture_logs() as logs:
         result = await gateway.complete(question())

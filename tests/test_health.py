@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ibot.db.engine import create_engine
 from ibot.db.ledger import LedgerEntry
+from ibot.domain import PacerStats
 from ibot.health import GatewayStatus, HealthServer
-from ibot.llm.pacing import PacerStats
 from ibot.metrics import Metrics
 
 

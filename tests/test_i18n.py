@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ibot.domain import ErrorKind
 from ibot.i18n import (
     CATALOGUE,
     PROMPT_KEYS,
@@ -15,7 +16,6 @@ from ibot.i18n import (
     placeholders,
     t,
 )
-from ibot.llm.types import ErrorKind
 
 # Keys the services and cogs pass to t(), with the params they pass.
 USED_KEYS = {

@@ -12,7 +12,7 @@ from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import NOTE_MAX, Ledger, LedgerEntry, LedgerRow, Totals, column_values
 from ibot.db.migrate import upgrade
 from ibot.db.models import LedgerRecord
-from ibot.llm.types import Backend, CallStatus, ErrorKind, Feature, UsageSource
+from ibot.domain import Backend, CallStatus, ErrorKind, Feature, UsageSource
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 BIG = 2**63 - 1  # the largest BIGINT; real snowflakes are ~2^60, both beyond 2^53

@@ -26,10 +26,7 @@ pytest.importorskip("transformers")
 from openai import AsyncOpenAI, AuthenticationError
 
 from ibot.config import LocalModelSettings
-from ibot.llm.local import LocalBackend
-from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.serve_local import start_server
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendError,
     CallContext,
@@ -39,6 +36,9 @@ from ibot.llm.types import (
     LLMRequest,
     UsageSource,
 )
+from ibot.llm.local import LocalBackend
+from ibot.llm.openai_backend import OpenAIBackend
+from ibot.llm.serve_local import start_server
 from ibot.testing.tiny_model import EOS, build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,10 +15,7 @@ from ibot.config import LocalModelSettings
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
-from ibot.llm.gateway import Gateway
-from ibot.llm.local import LocalBackend
-from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     CallContext,
     CallStatus,
@@ -28,6 +25,9 @@ from ibot.llm.types import (
     LLMCallError,
     LLMRequest,
 )
+from ibot.llm.gateway import ModelGateway
+from ibot.llm.local import LocalBackend
+from ibot.llm.openai_backend import OpenAIBackend
 from ibot.pricing import default_price_table
 from ibot.testing.fake_openai import FakeOpenAI
 from ibot.testing.tiny_model import build_tiny_model
@@ -79,14 +79,14 @@ def request() -> LLMRequest:
     )
 
 
-def gateway(fake, ledger, local, **backend_kw) -> Gateway:
+def gateway(fake, ledger, local, **backend_kw) -> ModelGateway:
     backend = OpenAIBackend(
         api_key="sk-x",
         base_url=fake.base_url,
         sleep=NoWait(),
         **{"max_retries": 1, "timeout_s": 5, **backend_kw},
     )
-    return Gateway(ledger=ledger, prices=default_price_table(), openai=backend, local=local)
+    return ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend, local=local)
 
 
 def break_openai(fake: FakeOpenAI, condition: str) -> None:
@@ -122,7 +122,7 @@ async def test_openai_failure_makes_the_local_model_answer(fake, ledger, local, 
 
 
 async def test_no_api_key_means_the_local_model_answers(ledger, local):
-    gw = Gateway(ledger=ledger, prices=default_price_table(), openai=None, local=local)
+    gw = ModelGateway(ledger=ledger, prices=default_price_table(), openai=None, local=local)
 
     result = await gw.complete(request())
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from ibot.domain import BackendError, BackendResponse, ChatMessage, ErrorKind, UsageSource
 from ibot.llm.local_worker import BatchWorker, GenerationOutput, LocalEngine
-from ibot.llm.types import BackendError, BackendResponse, ChatMessage, ErrorKind, UsageSource
 
 WAIT_S = 30  # a bound for thread hand-offs that take microseconds; only hit when broken
 

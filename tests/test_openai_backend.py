@@ -6,8 +6,8 @@ import httpx2
 import openai
 import pytest
 
+from ibot.domain import ErrorKind
 from ibot.llm.openai_backend import classify, parse_duration, parse_rate_limits, parse_retry_after
-from ibot.llm.types import ErrorKind
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from ibot.domain import Feature, RateLimitInfo
 from ibot.llm.pacing import Pacer
-from ibot.llm.types import Feature, RateLimitInfo
 
 
 class Clock:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from ibot.llm.types import Usage
+from ibot.domain import Usage
 from ibot.money import format_usd, usd_to_micros
 from ibot.pricing import ModelPrice, PriceTable, default_price_table, fit_image, image_tokens
 

@@ -13,7 +13,7 @@ import pytest
 
 from ibot.db.ledger import Ledger, LedgerEntry, LedgerRow
 from ibot.db.reports import NO_KEY, GroupBy, ReportRow
-from ibot.llm.types import Backend, CallStatus, Feature, UsageSource
+from ibot.domain import Backend, CallStatus, Feature, UsageSource
 from ibot.money import exact_usd as format_usd
 from ibot.periods import Period, parse_period
 from ibot.services.report_render import render_csv, render_json, render_rows_csv, render_table

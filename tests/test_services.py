@@ -10,9 +10,9 @@ from structlog.testing import capture_logs
 
 from ibot.db.ledger import Ledger
 from ibot.db.threads import ThreadState, ThreadStore
-from ibot.llm.gateway import Gateway
+from ibot.domain import CallContext, ErrorKind, Feature
+from ibot.llm.gateway import ModelGateway
 from ibot.llm.openai_backend import OpenAIBackend
-from ibot.llm.types import CallContext, ErrorKind, Feature
 from ibot.pricing import default_price_table
 from ibot.services.chat import ChatService, Duplicate
 from ibot.services.cooldown import Cooldowns
@@ -79,7 +79,7 @@ def test_cooldown_blocks_then_frees():
 async def gateway(sessionmaker):
     async with FakeOpenAI() as fake:
         backend = OpenAIBackend(api_key="sk-test", base_url=fake.base_url, max_retries=0)
-        gw = Gateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
+        gw = ModelGateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
         gw.fake = fake  # type: ignore[attr-defined]
         yield gw
         await backend.aclose()
@@ -190,7 +190,7 @@ async def test_a_taken_over_claim_is_not_finished_by_its_old_owner(sessionmaker)
 
 def forum_service(sessionmaker, owner: str, **kw) -> ForumService:
     prompts = PromptBuilder(TEMPLATES)
-    gateway = Gateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=None)
+    gateway = ModelGateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=None)
     config = FeatureConfig("gpt-4o", 100, 1000)
     return ForumService(gateway, prompts, config, ThreadStore(sessionmaker, owner), **kw)
 

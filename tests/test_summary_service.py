@@ -1,5 +1,5 @@
 """Summaries that stop spending on the first failure, stay under the concurrency bound in
-every round, and always finish: a real Gateway and Ledger, a recording backend.
+every round, and always finish: a real ModelGateway and Ledger, a recording backend.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from ibot.config import ConfigError, load_settings
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
-from ibot.llm.budget import BudgetExceeded, Reservation
-from ibot.llm.gateway import Gateway
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendError,
     BackendResponse,
@@ -27,6 +25,8 @@ from ibot.llm.types import (
     LLMRequest,
     Usage,
 )
+from ibot.llm.budget import BudgetExceeded, Reservation
+from ibot.llm.gateway import ModelGateway
 from ibot.pricing import default_price_table
 from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.services.summary import HistoryMessage, Summarized, SummaryFailed, SummaryService
@@ -176,7 +176,7 @@ class RecordingBackend:
         )
 
 
-def service(gateway: Gateway, max_output: int, max_prompt: int, concurrency: int):
+def service(gateway: ModelGateway, max_output: int, max_prompt: int, concurrency: int):
     config = FeatureConfig(MODEL, max_output, max_prompt)
     return SummaryService(gateway, PromptBuilder(TEMPLATES), config, concurrency=concurrency)
 
@@ -191,7 +191,7 @@ async def settle_background() -> None:
 async def test_budget_refusal_stops_the_summary_at_once(ledger):
     hook = Hook(refuse_at=2)
     backend = RecordingBackend(hook, lambda r: "Résumé partiel.")
-    gateway = Gateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
+    gateway = ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
 
     outcome = await service(gateway, 300, 3000, concurrency=1).summarize(
         history(1000), channel="aide"
@@ -211,7 +211,7 @@ async def test_budget_refusal_cancels_the_calls_in_flight(ledger):
     hook = Hook(refuse_at=3)
     backend = RecordingBackend(hook, lambda r: "Résumé partiel.", hold=release)
     hook.refuse_when = backend.reached[2]  # the two first chunks are at the backend
-    gateway = Gateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
+    gateway = ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
 
     outcome = await service(gateway, 300, 3000, concurrency=3).summarize(
         history(1000), channel="aide"
@@ -239,7 +239,7 @@ async def test_every_round_respects_the_concurrency_bound(ledger):
     # do not, so the first combine round has several groups to run concurrently.
     backend = RecordingBackend(hook, lambda r: words(1000))
     backend.overlap = True
-    gateway = Gateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
+    gateway = ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
 
     outcome = await service(gateway, 1200, 3000, concurrency=2).summarize(
         history(1000), channel="aide"
@@ -258,7 +258,7 @@ async def test_partials_as_long_as_the_combine_budget_allows_still_finish(ledger
     max_output, max_prompt = 300, 600  # the smallest valid prompt: 2 x max_output
     # Every answer is as long as allowed: two never fit in one combine request as they are.
     backend = RecordingBackend(hook, lambda r: words(r.max_output_tokens))
-    gateway = Gateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
+    gateway = ModelGateway(ledger=ledger, prices=default_price_table(), openai=backend, budget=hook)
 
     outcome = await service(gateway, max_output, max_prompt, concurrency=4).summarize(
         history(120), channel="aide"

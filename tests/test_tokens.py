@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ibot import tokens
-from ibot.llm.types import ChatMessage
+from ibot.domain import ChatMessage
 
 O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -197,7 +197,7 @@ def test_only_text_parts_of_vision_content_count() -> None:
 
 
 def test_images_on_chat_messages_are_not_counted_here() -> None:
-    from ibot.llm.types import ImageInput
+    from ibot.domain import ImageInput
 
     picture = ImageInput(data=b"x", mime="image/png", width=1024, height=1024)
     with_image = [ChatMessage("user", "What is this?", images=(picture,))]

@@ -8,83 +8,28 @@ stored with cost_micros NULL and counted apart, never as free.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Select, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ibot.db.models import LedgerRecord, utcnow
-from ibot.llm.types import Backend, CallStatus, ErrorKind, Feature, UsageSource
+from ibot.db.models import LedgerRecord
+from ibot.domain import (
+    NOTE_MAX,
+    TOKEN_COLUMNS,
+    CallStatus,
+    ErrorKind,
+    Feature,
+    LedgerEntry,
+    LedgerRow,
+    UsageSource,
+    column_values,
+    fit_note,
+)
 
-NOTE_MAX = 255  # the column's length: PostgreSQL rejects a longer value outright
-
-# The token columns, named as the fields of ibot.llm.types.Usage are, in the order the
-# reports and metrics list them.
-TOKEN_COLUMNS = ("prompt_tokens", "cached_tokens", "image_tokens", "completion_tokens")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LedgerEntry:
-    """One model call as the gateway describes it, before it gets an id.
-
-    With `LedgerRecord` (the table) this is the one place the row is spelled out: every
-    field is a column of the same name, and what is derived from the row (the stored
-    values, `LedgerRow`, the log line, the metrics) is derived from these fields, so that
-    a column added here and in the table (and its migration) reaches all of them.
-    """
-
-    feature: Feature | str
-    backend: Backend | str
-    model_requested: str
-    status: CallStatus | str
-    model: str | None = None  # the model that answered, which is what gets priced
-    guild_id: int | None = None
-    channel_id: int | None = None
-    thread_id: int | None = None
-    user_id: int | None = None
-    request_id: str | None = None
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    image_tokens: int = 0
-    completion_tokens: int = 0
-    cost_micros: int | None = None  # None: no known price (not zero)
-    latency_ms: int = 0
-    error_kind: ErrorKind | str | None = None
-    usage_source: UsageSource | str = UsageSource.MEASURED
-    attempts: int = 1
-    note: str | None = None
-    call_id: str | None = None
-    created_at: datetime = field(default_factory=utcnow)
-
-    def __post_init__(self) -> None:
-        # A float cost would be stored as REAL by SQLite and summed with rounding errors.
-        cost = self.cost_micros
-        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int)):
-            raise TypeError(f"cost_micros must be an int or None, not {type(cost).__name__}")
-
-    @property
-    def model_label(self) -> str:
-        """The model the call is reported and priced under: the one that answered, else
-        (no answer came) the one asked for."""
-        return self.model or self.model_requested
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LedgerRow(LedgerEntry):
-    """A stored ledger row: the entry as written, with its id.
-
-    Enum-like columns come back as the stored strings (StrEnums compare equal to them),
-    so rows written by a newer version with values this one does not know still load.
-    """
-
-    id: int
-
-    @classmethod
-    def from_record(cls, record: LedgerRecord) -> LedgerRow:
-        return cls(**{f.name: getattr(record, f.name) for f in fields(cls)})
+__all__ = ["NOTE_MAX", "TOKEN_COLUMNS", "Ledger", "LedgerEntry", "LedgerRow", "Totals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +130,7 @@ class Ledger:
                     error_kind=str(ErrorKind.INTERRUPTED),
                     usage_source=str(UsageSource.ESTIMATED),
                     cost_micros=cost_micros,
-                    note=_note(note),
+                    note=fit_note(note),
                 )
             )
             await session.commit()
@@ -265,26 +210,5 @@ class Ledger:
             return int((await session.execute(query)).scalar_one())
 
 
-def _note(note: str | None) -> str | None:
-    if note is not None and len(note) > NOTE_MAX:
-        return note[: NOTE_MAX - 1] + "…"
-    return note
-
-
 def _to_record(entry: LedgerEntry) -> LedgerRecord:
     return LedgerRecord(**column_values(entry))
-
-
-def column_values(entry: LedgerEntry) -> dict[str, Any]:
-    """The entry as the values of its row, by column name (every field is a column).
-
-    Enums go in as their values, the strings a `LedgerRow` reads back; the note is cut
-    to fit its column.
-    """
-    values = {f.name: _stored(getattr(entry, f.name)) for f in fields(LedgerEntry)}
-    values["note"] = _note(entry.note)
-    return values
-
-
-def _stored(value: Any) -> Any:
-    return str(value) if isinstance(value, StrEnum) else value

@@ -18,13 +18,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from ibot.domain import utcnow
+
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY; PostgreSQL gets
 # a BIGINT identity, because a busy bot could in principle pass 2^31 calls.
 IdType = BigInteger().with_variant(Integer(), "sqlite")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

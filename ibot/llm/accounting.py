@@ -30,16 +30,20 @@ from typing import Any, Protocol
 
 import structlog
 
-from ibot.db.ledger import NOTE_MAX, TOKEN_COLUMNS, LedgerEntry, LedgerRow, column_values
-from ibot.llm.types import (
+from ibot.domain import (
+    NOTE_MAX,
+    TOKEN_COLUMNS,
     Backend,
     BackendResponse,
     CallContext,
     CallStatus,
     ErrorKind,
+    LedgerEntry,
+    LedgerRow,
     LLMRequest,
     Usage,
     UsageSource,
+    column_values,
 )
 from ibot.metrics import Metrics
 from ibot.pricing import PriceTable

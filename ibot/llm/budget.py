@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ibot.llm.types import CallContext
+from ibot.domain import CallContext
 
 
 @dataclass(frozen=True, slots=True)

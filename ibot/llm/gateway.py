@@ -1,6 +1,6 @@
 """The one door to a model.
 
-Every model call in iBot goes through `Gateway.complete`, which:
+Every model call in iBot goes through `ModelGateway.complete`, which:
 1. estimates the prompt tokens (tiktoken + the image formula) and the worst-case cost;
 2. asks the budget hook to reserve that cost; when a cap would be passed, degrades in
    the feature's order: its cheaper model(s), then the local model when there is one,
@@ -35,10 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ibot import tokens
-from ibot.llm.accounting import CallAccountant, CallRecorder
-from ibot.llm.budget import AllowAll, BudgetExceeded, BudgetHook, Reservation
-from ibot.llm.pacing import Pacer
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendError,
     BackendResponse,
@@ -52,6 +49,9 @@ from ibot.llm.types import (
     Usage,
     UsageSource,
 )
+from ibot.llm.accounting import CallAccountant, CallRecorder
+from ibot.llm.budget import AllowAll, BudgetExceeded, BudgetHook, Reservation
+from ibot.llm.pacing import Pacer
 from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
 
@@ -102,7 +102,7 @@ class _Plan:
     note: str | None = None  # why this is a fallback; None: the call as asked
 
 
-class Gateway:
+class ModelGateway:
     def __init__(
         self,
         *,

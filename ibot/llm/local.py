@@ -25,10 +25,7 @@ from typing import Any
 import structlog
 
 from ibot.config import LocalModelSettings
-from ibot.llm.local_engine import TransformersEngine
-from ibot.llm.local_prompt import PromptFormat
-from ibot.llm.local_worker import BatchWorker, LocalStats
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendError,
     BackendResponse,
@@ -36,6 +33,9 @@ from ibot.llm.types import (
     ErrorKind,
     LLMRequest,
 )
+from ibot.llm.local_engine import TransformersEngine
+from ibot.llm.local_prompt import PromptFormat
+from ibot.llm.local_worker import BatchWorker, LocalStats
 
 OnDelta = Callable[[str], Awaitable[None] | None]
 

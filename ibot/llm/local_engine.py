@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ibot.config import LocalModelSettings
+from ibot.domain import BackendError, ChatMessage, ErrorKind
 from ibot.llm.local_prompt import ConversationEncoder, PromptFormat
 from ibot.llm.local_worker import GenerationOutput
-from ibot.llm.types import BackendError, ChatMessage, ErrorKind
 
 # Config attributes that hold a model's context length, by model family.
 _POSITION_ATTRIBUTES = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ibot.llm.types import BackendError, ChatMessage, ErrorKind
+from ibot.domain import BackendError, ChatMessage, ErrorKind
 
 # The formats a model is prompted in ("auto" in the settings is resolved to one of them).
 PromptFormat = Literal["dialogpt", "chat_template"]

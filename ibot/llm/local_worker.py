@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from ibot.llm.types import (
+from ibot.domain import (
     BackendError,
     BackendResponse,
     ChatMessage,

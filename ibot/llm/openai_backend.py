@@ -22,7 +22,7 @@ import httpx2
 import openai
 from openai import AsyncOpenAI
 
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     BackendError,
     BackendResponse,

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ibot.llm.types import Feature, RateLimitInfo
+from ibot.domain import Feature, PacerStats, RateLimitInfo
 
 # A reset duration this long is precise enough to derive the refill rate from.
 PRECISE_RESET_S = 1.0
@@ -123,14 +123,6 @@ class _Waiter:
     tokens: int = field(compare=False)
     enqueued_at: float = field(compare=False)
     future: asyncio.Future[None] = field(compare=False)
-
-
-@dataclass(frozen=True)
-class PacerStats:
-    depth: int
-    oldest_wait_s: float
-    in_flight: int
-    depth_by_priority: dict[str, int]
 
 
 class Pacer:

@@ -32,8 +32,7 @@ import structlog
 import typer
 from aiohttp import web
 
-from ibot.llm.local import LocalBackend
-from ibot.llm.types import (
+from ibot.domain import (
     BackendError,
     BackendResponse,
     CallContext,
@@ -42,6 +41,7 @@ from ibot.llm.types import (
     Feature,
     LLMRequest,
 )
+from ibot.llm.local import LocalBackend
 
 log = structlog.get_logger("ibot.serve_local")
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ibot import tokens
-from ibot.llm.gateway import Gateway
-from ibot.llm.types import CallContext, ChatMessage, Feature, LLMRequest
+from ibot.domain import CallContext, ChatMessage, Feature, LLMRequest
+from ibot.llm.gateway import ModelGateway
 from ibot.services.attachments import AttachmentLimits, AttachmentSource, process_attachments
 from ibot.services.outcomes import Answered, Failed, TooLong, call_for_outcome
 from ibot.services.prompts import FeatureConfig, PromptBuilder, attachments_block
@@ -22,7 +22,7 @@ AskOutcome = Answered | Failed | TooLong
 class AskService:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: ModelGateway,
         prompts: PromptBuilder,
         config: FeatureConfig,
         attachment_limits: AttachmentLimits | None = None,

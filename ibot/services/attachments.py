@@ -23,7 +23,7 @@ from pathlib import PurePath
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ibot.llm.types import Detail, ImageInput
+from ibot.domain import Detail, ImageInput
 from ibot.pricing import fit_image
 
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}

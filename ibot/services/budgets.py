@@ -47,8 +47,8 @@ import structlog
 from ibot.config import BudgetsSettings
 from ibot.db.budgets import BudgetChange, BudgetStore
 from ibot.db.ledger import Ledger
+from ibot.domain import CallContext, Feature
 from ibot.llm.budget import BudgetExceeded, Reservation
-from ibot.llm.types import CallContext, Feature
 from ibot.money import usd_to_micros
 from ibot.periods import BudgetPeriod, period_of
 

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ibot import tokens
-from ibot.llm.gateway import Gateway
-from ibot.llm.types import CallContext, ChatMessage, LLMRequest
+from ibot.domain import CallContext, ChatMessage, LLMRequest
+from ibot.llm.gateway import ModelGateway
 from ibot.services.outcomes import Answered, Failed, call_for_outcome
 from ibot.services.prompts import FeatureConfig, PromptBuilder
 
@@ -42,7 +42,7 @@ ChatOutcome = Answered | Failed | Duplicate
 class ChatService:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: ModelGateway,
         prompts: PromptBuilder,
         config: FeatureConfig,
         *,

@@ -28,8 +28,8 @@ import structlog
 
 from ibot import tokens
 from ibot.db.threads import ThreadState, ThreadStore
-from ibot.llm.gateway import Gateway
-from ibot.llm.types import CallContext, ChatMessage, Feature, LLMRequest
+from ibot.domain import CallContext, ChatMessage, Feature, LLMRequest
+from ibot.llm.gateway import ModelGateway
 from ibot.services.attachments import (
     AttachmentKind,
     AttachmentLimits,
@@ -111,7 +111,7 @@ def _with_bodies(
 class ForumService:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: ModelGateway,
         prompts: PromptBuilder,
         config: FeatureConfig,
         store: ThreadStore,

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ibot.llm.gateway import Gateway
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     CallStatus,
     ErrorKind,
@@ -20,6 +19,7 @@ from ibot.llm.types import (
     LLMResult,
     Usage,
 )
+from ibot.llm.gateway import ModelGateway
 from ibot.services.attachments import AttachmentResult
 
 
@@ -76,7 +76,7 @@ class Failed:
 
 
 async def call_for_outcome(
-    gateway: Gateway, request: LLMRequest, attachments: tuple[AttachmentResult, ...] = ()
+    gateway: ModelGateway, request: LLMRequest, attachments: tuple[AttachmentResult, ...] = ()
 ) -> Answered | Failed:
     """One gateway call, as the typed outcome a cog renders (its ledger row is written)."""
     try:

@@ -17,8 +17,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from ibot.db.ledger import LedgerRow
 from ibot.db.reports import ReportRow
+from ibot.domain import LedgerRow
 from ibot.money import exact_usd
 from ibot.services.reports import CostReport
 

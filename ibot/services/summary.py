@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ibot import tokens
-from ibot.llm.gateway import Gateway
-from ibot.llm.types import (
+from ibot.domain import (
     Backend,
     CallContext,
     ChatMessage,
@@ -30,6 +29,7 @@ from ibot.llm.types import (
     LLMResult,
     Usage,
 )
+from ibot.llm.gateway import ModelGateway
 from ibot.services.prompts import FeatureConfig, PromptBuilder
 
 # Tokens kept free in every request for the template's own words and message overhead.
@@ -90,7 +90,7 @@ class _Run:
 class SummaryService:
     def __init__(
         self,
-        gateway: Gateway,
+        gateway: ModelGateway,
         prompts: PromptBuilder,
         config: FeatureConfig,
         *,

@@ -1,18 +1,21 @@
 """The vocabulary every model call is described in.
 
 These types are the contract between the services (which build requests), the gateway
-(which reserves budget, calls a backend and writes the ledger) and the backends. They are
-plain frozen dataclasses so that services and tests can build them without any client
-library, and so that nothing here imports openai, torch or nextcord.
+(which reserves budget, calls a backend and writes the ledger) and the backends, and the
+ledger row each call leaves (`LedgerEntry`, `LedgerRow`). They are plain frozen
+dataclasses so that services and tests can build them without any client library, and
+this module sits below everything: it imports nothing of iBot, nor openai, torch,
+nextcord or a database, so that config, pricing, tokens, metrics, the database layer and
+the gateway can all depend on it without depending on each other.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 
 class Feature(StrEnum):
@@ -238,3 +241,113 @@ class LLMCallError(Exception):
         # so that the user is told both.
         self.budget = budget
         self.resets_at = resets_at
+
+
+@dataclass(frozen=True)
+class PacerStats:
+    """The model-call queue at one moment (the pacer's, read by /metrics)."""
+
+    depth: int
+    oldest_wait_s: float
+    in_flight: int
+    depth_by_priority: dict[str, int]
+
+
+# ---- the ledger row of a call ---------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    """Now, aware, in UTC: how every time in the ledger and the database is kept."""
+    return datetime.now(UTC)
+
+
+NOTE_MAX = 255  # the column's length: PostgreSQL rejects a longer value outright
+
+# The token columns, named as the fields of `Usage` are, in the order the
+# reports and metrics list them.
+TOKEN_COLUMNS = ("prompt_tokens", "cached_tokens", "image_tokens", "completion_tokens")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerEntry:
+    """One model call as the gateway describes it, before it gets an id.
+
+    With `LedgerRecord` (the table) this is the one place the row is spelled out: every
+    field is a column of the same name, and what is derived from the row (the stored
+    values, `LedgerRow`, the log line, the metrics) is derived from these fields, so that
+    a column added here and in the table (and its migration) reaches all of them.
+    """
+
+    feature: Feature | str
+    backend: Backend | str
+    model_requested: str
+    status: CallStatus | str
+    model: str | None = None  # the model that answered, which is what gets priced
+    guild_id: int | None = None
+    channel_id: int | None = None
+    thread_id: int | None = None
+    user_id: int | None = None
+    request_id: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    image_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int | None = None  # None: no known price (not zero)
+    latency_ms: int = 0
+    error_kind: ErrorKind | str | None = None
+    usage_source: UsageSource | str = UsageSource.MEASURED
+    attempts: int = 1
+    note: str | None = None
+    call_id: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+
+    def __post_init__(self) -> None:
+        # A float cost would be stored as REAL by SQLite and summed with rounding errors.
+        cost = self.cost_micros
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, int)):
+            raise TypeError(f"cost_micros must be an int or None, not {type(cost).__name__}")
+
+    @property
+    def model_label(self) -> str:
+        """The model the call is reported and priced under: the one that answered, else
+        (no answer came) the one asked for."""
+        return self.model or self.model_requested
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LedgerRow(LedgerEntry):
+    """A stored ledger row: the entry as written, with its id.
+
+    Enum-like columns come back as the stored strings (StrEnums compare equal to them),
+    so rows written by a newer version with values this one does not know still load.
+    """
+
+    id: int
+
+    @classmethod
+    def from_record(cls, record: object) -> LedgerRow:
+        """The row of a stored record (any object with the columns as attributes: the
+        ORM's `LedgerRecord`)."""
+        return cls(**{f.name: getattr(record, f.name) for f in fields(cls)})
+
+
+def column_values(entry: LedgerEntry) -> dict[str, Any]:
+    """The entry as the values of its row, by column name (every field is a column).
+
+    Enums go in as their values, the strings a `LedgerRow` reads back; the note is cut
+    to fit its column.
+    """
+    values = {f.name: _stored(getattr(entry, f.name)) for f in fields(LedgerEntry)}
+    values["note"] = fit_note(entry.note)
+    return values
+
+
+def fit_note(note: str | None) -> str | None:
+    """A note cut to its column's length (PostgreSQL rejects a longer value outright)."""
+    if note is not None and len(note) > NOTE_MAX:
+        return note[: NOTE_MAX - 1] + "…"
+    return note
+
+
+def _stored(value: Any) -> Any:
+    return str(value) if isinstance(value, StrEnum) else value
