@@ -440,3 +440,32 @@ async def test_calls_left_pending_by_a_dead_process_are_closed_at_their_worst_ca
         await task
     first, second = await ledger.rows()
     assert first == row and second.error_kind == "cancelled"
+
+
+async def test_a_call_cancelled_while_its_pending_row_is_written_leaves_one_row(
+    fake, ledger, sleeps
+):
+    # Cancelled (a stop, a summary's sibling failing) just as its pending row is being
+    # written: that write completes anyway, and the cancellation must close that very
+    # row, not add a second one that the next start would bill again as interrupted.
+    gateway = make_gateway(fake, ledger, sleeps)
+    entered, release = asyncio.Event(), asyncio.Event()
+    record = ledger.record
+
+    async def slow_record(entry):
+        entered.set()
+        await release.wait()
+        return await record(entry)
+
+    ledger.record = slow_record  # type: ignore[method-assign]
+    task = asyncio.create_task(gateway.complete(question()))
+    await entered.wait()
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    [row] = await ledger.rows()
+    assert (row.status, row.error_kind, row.cost_micros) == ("error", "cancelled", 0)
+    assert fake.requests == []  # never sent: nothing to bill
+    assert await gateway.close_interrupted() == 0

@@ -228,7 +228,16 @@ class ModelGateway:
                 # Written once the call has its slot, just before it is sent: a call
                 # still queued when the process dies was never sent and costs nothing.
                 worst = self._worst_usage(estimate, sent)
-                pending = await self.accounts.open(request, backend.name, sent, worst)
+                opening = asyncio.ensure_future(
+                    self.accounts.open(request, backend.name, sent, worst)
+                )
+                try:
+                    pending = await asyncio.shield(opening)
+                except asyncio.CancelledError:
+                    # The row is being written and will exist: wait for its id so that
+                    # the cancellation closes it rather than adding a second row.
+                    pending = await opening
+                    raise
                 went_out = True
                 response = await backend.complete(
                     sent,
