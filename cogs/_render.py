@@ -114,6 +114,15 @@ def answered_embeds(
     return answer_embeds(text, title=title, footer=footer)
 
 
+def invoker(interaction: nextcord.Interaction) -> nextcord.Member | nextcord.User:
+    """Who ran the command. nextcord types `Interaction.user` as optional (a PING has no
+    user); an application command always has one."""
+    user = interaction.user
+    if user is None:
+        raise RuntimeError(f"interaction {interaction.id} has no user")
+    return user
+
+
 def member_facts(
     member: nextcord.Member | nextcord.User,
     guild: nextcord.Guild | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import assert_never
 
 import nextcord
 from nextcord import SlashOption
@@ -13,12 +14,14 @@ from cogs._render import (
     answered_embeds,
     attachment_source,
     failure_text,
+    invoker,
     member_facts,
     send_private_after_defer,
 )
 from ibot.app import Services
 from ibot.domain import CallContext, Feature
 from ibot.i18n import t
+from ibot.services.ask import AskOutcome
 from ibot.services.cooldown import Cooldowns
 from ibot.services.outcomes import Answered, Failed, TooLong
 from ibot.services.permissions import Access
@@ -60,7 +63,7 @@ class AskCog(commands.Cog):
             default=False,
         ),
     ) -> None:
-        facts = member_facts(interaction.user, interaction.guild, interaction.permissions)
+        facts = member_facts(invoker(interaction), interaction.guild, interaction.permissions)
         if not self.policy.allows(Access.ASK, facts):
             await interaction.response.send_message(
                 t("ask.refused_role", self.lang), ephemeral=True
@@ -71,7 +74,7 @@ class AskCog(commands.Cog):
                 t("error.restarting", self.lang), ephemeral=True
             )
             return
-        wait = self.cooldowns.try_acquire(interaction.user.id)
+        wait = self.cooldowns.try_acquire(invoker(interaction).id)
         if wait > 0:
             await interaction.response.send_message(
                 t("ask.cooldown", self.lang, seconds=math.ceil(wait)), ephemeral=True
@@ -83,18 +86,22 @@ class AskCog(commands.Cog):
                 feature=Feature.ASK,
                 guild_id=interaction.guild_id,
                 channel_id=interaction.channel_id,
-                user_id=interaction.user.id,
+                user_id=invoker(interaction).id,
             )
             outcome = await self.service.ask(
                 question,
-                author=interaction.user.display_name,
+                author=invoker(interaction).display_name,
                 context=context,
                 attachments=[attachment_source(image)] if image else [],
             )
             await self._reply(interaction, question, outcome, private)
 
     async def _reply(
-        self, interaction: nextcord.Interaction, question: str, outcome, private: bool
+        self,
+        interaction: nextcord.Interaction,
+        question: str,
+        outcome: AskOutcome,
+        private: bool,
     ) -> None:
         followup = interaction.followup
         match outcome:
@@ -110,17 +117,19 @@ class AskCog(commands.Cog):
                         embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
                     )
             case Failed():
-                self.cooldowns.release(interaction.user.id)
+                self.cooldowns.release(invoker(interaction).id)
                 await send_private_after_defer(
                     interaction, failure_text(outcome, self.lang), deferred_private=private
                 )
             case TooLong():
-                self.cooldowns.release(interaction.user.id)
+                self.cooldowns.release(invoker(interaction).id)
                 await send_private_after_defer(
                     interaction,
                     t("ask.too_long", self.lang, tokens=outcome.tokens, limit=outcome.limit),
                     deferred_private=private,
                 )
+            case _:
+                assert_never(outcome)
 
 
 def setup(bot: commands.Bot, *, services: Services) -> None:

@@ -13,7 +13,14 @@ import structlog
 from nextcord import SlashOption
 from nextcord.ext import commands
 
-from cogs._render import EMBED_COLOUR, NO_MENTIONS, budget_label, discord_time, member_facts
+from cogs._render import (
+    EMBED_COLOUR,
+    NO_MENTIONS,
+    budget_label,
+    discord_time,
+    invoker,
+    member_facts,
+)
 from ibot.app import Services
 from ibot.i18n import t
 from ibot.money import format_usd
@@ -86,7 +93,7 @@ class BudgetCog(commands.Cog):
             self.budgets.alert_sink = None
 
     async def _refuse_non_admin(self, interaction: nextcord.Interaction) -> bool:
-        facts = member_facts(interaction.user, interaction.guild, interaction.permissions)
+        facts = member_facts(invoker(interaction), interaction.guild, interaction.permissions)
         if self.policy.allows(Access.ADMIN, facts):
             return False
         await interaction.response.send_message(t("budget.refused", self.lang), ephemeral=True)
@@ -113,7 +120,7 @@ class BudgetCog(commands.Cog):
             return
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True)
-        statuses = await self.budgets.status(interaction.guild_id, interaction.user.id)
+        statuses = await self.budgets.status(interaction.guild_id, invoker(interaction).id)
         embed = nextcord.Embed(
             title=t("budget.show_title", self.lang),
             description="\n".join(status_line(s, self.lang) for s in statuses),
@@ -159,7 +166,7 @@ class BudgetCog(commands.Cog):
             return
         await interaction.response.defer(ephemeral=True)
         change = await self.budgets.set_cap(
-            interaction.guild_id, scope, cap, changed_by=interaction.user.id
+            interaction.guild_id, scope, cap, changed_by=invoker(interaction).id
         )
         await interaction.followup.send(
             t(

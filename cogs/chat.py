@@ -4,6 +4,7 @@ the bot is mentioned (and that option is on)."""
 from __future__ import annotations
 
 import contextlib
+from typing import assert_never
 
 import nextcord
 from nextcord.ext import commands
@@ -113,15 +114,17 @@ class ChatCog(commands.Cog):
                     allowed_mentions=NO_MENTIONS,
                     mention_author=False,
                 )
+            case _:
+                assert_never(outcome)
 
     async def _thread_history(self, message: nextcord.Message) -> list[Turn]:
         turns = []
+        me = self.bot.user
         async for earlier in message.channel.history(limit=FOLLOWUP_HISTORY, before=message):
             text = earlier.content or " ".join(e.description or "" for e in earlier.embeds)
             if text.strip():
-                turns.append(
-                    Turn(earlier.author.display_name, text, earlier.author.id == self.bot.user.id)
-                )
+                mine = me is not None and earlier.author.id == me.id
+                turns.append(Turn(earlier.author.display_name, text, mine))
         turns.reverse()
         return turns
 

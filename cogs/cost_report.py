@@ -17,7 +17,7 @@ import structlog
 from nextcord import SlashOption
 from nextcord.ext import commands
 
-from cogs._render import EMBED_COLOUR, NO_MENTIONS, member_facts
+from cogs._render import EMBED_COLOUR, NO_MENTIONS, invoker, member_facts
 from ibot.app import Services
 from ibot.db.reports import NO_KEY, GroupBy, ReportRow
 from ibot.i18n import t
@@ -116,7 +116,7 @@ class CostReportCog(commands.Cog):
             default=True,
         ),
     ) -> None:
-        facts = member_facts(interaction.user, interaction.guild, interaction.permissions)
+        facts = member_facts(invoker(interaction), interaction.guild, interaction.permissions)
         if not self.policy.allows(Access.ADMIN, facts):
             await interaction.response.send_message(
                 t("cost_report.refused", self.lang), ephemeral=True

@@ -112,7 +112,7 @@ class ForumAutoReply(commands.Cog):
             author_id=starter.author.id,
             author_name=starter.author.display_name,
             author_is_bot=starter.author.bot,
-            tags=tuple(tag.name for tag in thread.applied_tags),
+            tags=tuple(tag.name for tag in thread.applied_tags or ()),
             attachments=tuple(attachment_source(a) for a in starter.attachments),
             created_at=thread.created_at,
         )
@@ -145,7 +145,7 @@ class ForumAutoReply(commands.Cog):
         since = self.service.catch_up_since(datetime.now(UTC))
         if since is None:
             return
-        threads = {t.id: t for t in await self._recent_threads(since) if t.created_at >= since}
+        threads = {t.id: t for t in await self._recent_threads(since) if created_at(t) >= since}
         plan = await self.service.plan_catch_up(threads)
         semaphore = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
 
@@ -170,7 +170,7 @@ class ForumAutoReply(commands.Cog):
                 found[thread.id] = thread
             try:
                 async for thread in forum.archived_threads(limit=100):
-                    if thread.created_at < since:
+                    if created_at(thread) < since:
                         break
                     found[thread.id] = thread
             except nextcord.HTTPException:
@@ -183,6 +183,12 @@ class ForumAutoReply(commands.Cog):
             if me is not None and message.author.id == me.id:
                 return True
         return False
+
+
+def created_at(thread: nextcord.Thread) -> datetime:
+    """When the thread was opened; Discord gives no `create_timestamp` for threads
+    older than 2022-01-09, whose id still tells."""
+    return thread.created_at or nextcord.utils.snowflake_time(thread.id)
 
 
 async def fetch_starter(thread: nextcord.Thread) -> nextcord.Message | None:

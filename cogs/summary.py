@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import assert_never
+
 import nextcord
 from nextcord import SlashOption
 from nextcord.ext import commands
@@ -11,6 +13,7 @@ from cogs._render import (
     answer_embeds,
     cost_footer,
     failure_text,
+    invoker,
     member_facts,
     send_private_after_defer,
 )
@@ -62,7 +65,7 @@ class SummaryCog(commands.Cog):
             default=False,
         ),
     ) -> None:
-        facts = member_facts(interaction.user, interaction.guild, interaction.permissions)
+        facts = member_facts(invoker(interaction), interaction.guild, interaction.permissions)
         if not self.policy.allows(Access.SUMMARY, facts):
             await interaction.response.send_message(t("summary.refused", self.lang), ephemeral=True)
             return
@@ -79,13 +82,15 @@ class SummaryCog(commands.Cog):
         self, interaction: nextcord.Interaction, messages: int, private: bool
     ) -> None:
         channel = interaction.channel
+        if not isinstance(channel, nextcord.abc.Messageable):  # a command always has one
+            raise RuntimeError(f"interaction {interaction.id} has no readable channel")
         history = await read_history(channel, min(messages, MAX_MESSAGES), self.bot.user)
         context = CallContext(
             feature=Feature.SUMMARY,
             guild_id=interaction.guild_id,
             channel_id=getattr(channel, "parent_id", None) or interaction.channel_id,
             thread_id=interaction.channel_id if isinstance(channel, nextcord.Thread) else None,
-            user_id=interaction.user.id,
+            user_id=invoker(interaction).id,
         )
         name = getattr(channel, "name", "") or ""
         outcome = await self.service.summarize(history, channel=name, context=context)
@@ -106,6 +111,8 @@ class SummaryCog(commands.Cog):
                 await send_private_after_defer(
                     interaction, failure_text(outcome, self.lang), deferred_private=private
                 )
+            case _:
+                assert_never(outcome)
 
 
 async def read_history(
