@@ -92,8 +92,8 @@ from ibot.testing.fake_discord.model import (
     StoredAttachment,
     StoredMessage,
 )
-from ibot.testing.fake_discord.rest import RecordedRequest, Upload
 from ibot.testing.fake_discord.server import FakeDiscord
+from ibot.testing.fake_discord.wire import RecordedRequest, Upload
 
 __all__ = [
     "ADMINISTRATOR",

@@ -7,7 +7,6 @@ added, before the real route runs, so the world is not changed by a failed reque
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -17,29 +16,10 @@ from aiohttp import web
 
 from ibot.testing.fake_discord.constants import UNKNOWN_MESSAGE
 from ibot.testing.fake_discord.model import ref_id
+from ibot.testing.fake_discord.wire import error_response, json_response
 
-
-def json_response(
-    data: object, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    """A JSON answer whose Content-Type is exactly `application/json`.
-
-    nextcord compares the header to that string; `web.json_response` adds a charset and
-    would make every body read as text.
-    """
-    return web.Response(
-        body=json.dumps(data).encode(),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def error_response(status: int, code: int, message: str, errors: object = None) -> web.Response:
-    body: dict[str, object] = {"message": message, "code": code}
-    if errors is not None:
-        body["errors"] = errors
-    return json_response(body, status)
+# The response helpers live in wire.py; they stay importable from here.
+__all__ = ["Fault", "Faults", "error_response", "json_response"]
 
 
 @dataclass

@@ -33,7 +33,7 @@ from ibot.testing.fake_discord.model import (
     ref_id,
     resolve_mentions,
 )
-from ibot.testing.fake_discord.rest import ApiError
+from ibot.testing.fake_discord.wire import ApiError
 
 if TYPE_CHECKING:
     from ibot.testing.fake_discord.gateway import GatewaySession

@@ -3,12 +3,13 @@
 The jobs live in their own modules and this class wires them together behind the one
 object tests, the harness and the demo use: the world builder (world.py: users, guilds,
 channels, threads, attachments), the message store (messages.py), the REST routes
-(rest.py), the gateway (gateway.py), interactions (interactions.py) and faults
-(faults.py). What stays here is what belongs to the server as a whole: the socket and
-the aiohttp app, the bot token and the developer-portal settings, the registered
-commands and invoked interactions, the users' actions (each one changes the world or
-the store, then waits until every connected client was sent the events), and waiting
-for the bot.
+(rest.py, with application_routes.py and interaction_routes.py; requests and answers
+in wire.py, Discord's message limits in validation.py), the gateway (gateway.py),
+interactions (interactions.py) and faults (faults.py). What stays here is what
+belongs to the server as a whole: the socket and the aiohttp app, the bot token and
+the developer-portal settings, the registered commands and invoked interactions, the
+users' actions (each one changes the world or the store, then waits until every
+connected client was sent the events), and waiting for the bot.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from ibot.testing.fake_discord.model import (
     StoredMessage,
     ref_id,
 )
-from ibot.testing.fake_discord.rest import RecordedRequest, RestApi
+from ibot.testing.fake_discord.rest import RestApi
+from ibot.testing.fake_discord.wire import RecordedRequest
 from ibot.testing.fake_discord.world import World
 
 T = TypeVar("T")
@@ -398,7 +400,7 @@ class FakeDiscord:
         """Return once every connected client was sent every pending dispatch."""
         await self._signal.wait_until(self.gateway.delivered, timeout)
 
-    # -- internals shared with rest.py, gateway.py and interactions.py ------------
+    # -- internals shared with the REST routes, gateway.py and interactions.py ----
 
     def _token_ok(self, token: str | None) -> bool:
         return bool(token) and (self.token is None or token == self.token)
