@@ -1,0 +1,234 @@
+"""Every body and header the fake sends: completions, stream chunks, usage, errors.
+
+The `openai` client parses these into its types, so they must have the API's shape: the
+`chat.completion` object, the `chat.completion.chunk` SSE stream ending in `[DONE]` (with a
+last usage chunk under `stream_options.include_usage`), the `usage` object with its token
+details, and error bodies `{"error": {message, type, param, code}}` with an
+`x-request-id` and, for 429s, Retry-After. Building them all here keeps the one place to
+check them against OpenAI's OpenAPI spec; what goes in them is decided elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from ibot.testing.fake_openai.rate_limits import Refusal
+from ibot.testing.fake_openai.records import RecordedRequest
+from ibot.testing.fake_openai.usage import CallUsage, Completion
+
+STREAM_PIECE_CHARS = 24
+SYSTEM_FINGERPRINT = "fp_fake"
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def new_completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+# ----- errors ----------------------------------------------------------------------------
+
+
+def json_response(
+    payload: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=json.dumps(payload).encode(),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return json_response(
+        body, status=status, headers={"x-request-id": new_request_id(), **(headers or {})}
+    )
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    return {"retry-after": f"{max(seconds, 0.0):.3f}", "retry-after-ms": f"{seconds * 1000:.0f}"}
+
+
+def invalid_api_key() -> web.Response:
+    return error_response(
+        401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+    )
+
+
+def bad_request(message: str, code: str) -> web.Response:
+    return error_response(400, message, "invalid_request_error", code)
+
+
+def server_error(status: int) -> web.Response:
+    return error_response(
+        status, "The server had an error processing your request.", "server_error", None
+    )
+
+
+def rate_limited(retry_after_s: float) -> web.Response:
+    """An injected 429 for requests, with Retry-After."""
+    return error_response(
+        429,
+        "Rate limit reached for requests.",
+        "requests",
+        "rate_limit_exceeded",
+        headers=retry_headers(retry_after_s),
+    )
+
+
+def rate_limit_exceeded(refusal: Refusal) -> web.Response:
+    """The 429 of a short bucket, with Retry-After and the x-ratelimit-* headers."""
+    return error_response(
+        429,
+        f"Rate limit reached for {refusal.kind} per minute. "
+        f"Please try again in {refusal.wait_s:.3f}s.",
+        refusal.kind,
+        "rate_limit_exceeded",
+        headers={**retry_headers(refusal.wait_s), **refusal.headers},
+    )
+
+
+def insufficient_quota() -> web.Response:
+    return error_response(
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+        "insufficient_quota",
+    )
+
+
+# ----- answers ---------------------------------------------------------------------------
+
+
+def model_list(model_ids: list[str]) -> web.Response:
+    data = [{"id": m, "object": "model", "owned_by": "fake"} for m in model_ids]
+    return json_response({"object": "list", "data": data})
+
+
+def usage_object(usage: CallUsage) -> dict[str, Any]:
+    """The `usage` object of a completion (and of the stream's last chunk)."""
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "image_tokens": usage.image_tokens,
+            "text_tokens": usage.prompt_tokens - usage.image_tokens,
+            "audio_tokens": 0,
+        },
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+def chat_completion(
+    completion_id: str,
+    model: str,
+    completion: Completion,
+    usage: CallUsage,
+    headers: dict[str, str],
+) -> web.Response:
+    """A whole `chat.completion` answer."""
+    return json_response(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text, "refusal": None},
+                    "finish_reason": completion.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_object(usage),
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        },
+        headers=headers,
+    )
+
+
+async def stream_chat_completion(
+    request: web.Request,
+    record: RecordedRequest,
+    headers: dict[str, str],
+    completion_id: str,
+    model: str,
+    completion: Completion,
+    usage: CallUsage,
+    *,
+    include_usage: bool,
+    cut_after: int | None,
+) -> web.StreamResponse:
+    """Send the answer as `chat.completion.chunk` events, then `[DONE]`.
+
+    `record` is marked 200 once the headers are sent; with `cut_after`, the connection
+    is aborted after that many content chunks and `record` marked "stream_cut".
+    """
+    response = web.StreamResponse(
+        status=200, headers={**headers, "Content-Type": "text/event-stream"}
+    )
+    await response.prepare(request)
+    record.status = 200
+    created = int(time.time())
+
+    def event(payload: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
+        payload: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
+        if include_usage:
+            payload["usage"] = None  # only the last chunk carries it
+        return event(payload)
+
+    await response.write(chunk({"role": "assistant", "content": ""}, None))
+    for index, piece in enumerate(split_for_stream(completion.text)):
+        if cut_after is not None and index >= cut_after:
+            record.fault = "stream_cut"
+            request.transport.abort()  # type: ignore[union-attr]
+            return response
+        await response.write(chunk({"content": piece}, None))
+    await response.write(chunk({}, completion.finish_reason))
+    if include_usage:
+        final = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage_object(usage),
+        }
+        await response.write(event(final))
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
+
+
+def split_for_stream(text: str, size: int = STREAM_PIECE_CHARS) -> list[str]:
+    """The content deltas of a streamed answer ([""] for an empty one)."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]

@@ -1,0 +1,293 @@
+"""The aiohttp server and `FakeOpenAI`, the facade a test or the demo drives.
+
+`FakeOpenAI` owns the app on 127.0.0.1 and its routes, and runs each chat request
+through the steps the real API takes: API key, injected fault, parsing, usage, rate
+limits, answer, response. Each step's rules live in their own module (faults,
+request_parsing, usage, rate_limits, answers, response_building); this one only orders
+them, records what happened (records.py) and offers the scripting and inspection API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from ibot.pricing import PriceTable, default_price_table
+from ibot.testing.fake_openai import response_building as build
+from ibot.testing.fake_openai.answers import Answer, AnswerScript
+from ibot.testing.fake_openai.faults import Fault, FaultInjector, answer_fault
+from ibot.testing.fake_openai.rate_limits import RateLimits
+from ibot.testing.fake_openai.records import RecordedRequest, UsageTotals, served_totals
+from ibot.testing.fake_openai.request_parsing import (
+    BadRequest,
+    parse_chat_request,
+    read_json_body,
+)
+from ibot.testing.fake_openai.usage import CallUsage, UsageMeter
+
+# The dated snapshot that answers for each alias: pricing by `response.model` is exercised.
+DEFAULT_SNAPSHOTS = {
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+}
+
+MAX_BODY_BYTES = 64 * 1024 * 1024  # images arrive inline, as base64 data URLs
+
+
+class FakeOpenAI:
+    """An OpenAI-compatible server on loopback (see the package docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        prices: PriceTable | None = None,
+        snapshots: dict[str, str] | None = None,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        window_s: float = 60.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.snapshots = dict(DEFAULT_SNAPSHOTS if snapshots is None else snapshots)
+        self.requests: list[RecordedRequest] = []
+        self.hang_s = 3600.0
+        self.latency_s = 0.0  # every answer takes this long (the model "generating")
+        self._usage = UsageMeter(
+            prices or default_price_table(), lambda requested: self.answering_model(requested)
+        )
+        self._answers = AnswerScript()
+        self._faults = FaultInjector(seed)
+        self._limits = RateLimits(rpm, tpm, clock, window_s)
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    # ----- lifecycle -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    async def start(self) -> FakeOpenAI:
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeOpenAI:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ----- scripting -------------------------------------------------------------------
+
+    @property
+    def fault_rates(self) -> dict[str, float]:
+        """Random faults: kind ("5xx", "hang", "drop", …) → share of requests."""
+        return self._faults.rates
+
+    @fault_rates.setter
+    def fault_rates(self, rates: dict[str, float]) -> None:
+        self._faults.rates = rates
+
+    def script(self, *answers: Answer) -> None:
+        """Queue answers for the next requests (text, or a function of the request body)."""
+        self._answers.queue(*answers)
+
+    def set_default_answer(self, answer: Answer) -> None:
+        self._answers.default = answer
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Make the next `times` requests misbehave as `fault` says."""
+        self._faults.inject(fault, times)
+
+    def fail_with_status(self, status: int = 500, times: int = 1) -> None:
+        self.inject(Fault("status", status=status), times)
+
+    def rate_limit(self, times: int = 1, retry_after_s: float = 0.01) -> None:
+        self.inject(Fault("rate_limit", status=429, retry_after_s=retry_after_s), times)
+
+    def insufficient_quota(self, times: int = 1) -> None:
+        self.inject(Fault("quota", status=429), times)
+
+    def hang(self, times: int = 1) -> None:
+        """The next request(s) never answer: the client's timeout fires."""
+        self.inject(Fault("hang"), times)
+
+    def slow(self, delay_s: float, times: int = 1) -> None:
+        self.inject(Fault("slow", delay_s=delay_s), times)
+
+    def drop_connection(self, times: int = 1) -> None:
+        self.inject(Fault("drop"), times)
+
+    def cut_stream(self, after_chunks: int = 2, times: int = 1) -> None:
+        self.inject(Fault("stream_cut", cut_after_chunks=after_chunks), times)
+
+    # ----- inspection ------------------------------------------------------------------
+
+    def served_usage(self) -> UsageTotals:
+        return served_totals(self.requests)
+
+    async def wait_for_requests(self, count: int, within_s: float = 10.0) -> None:
+        """Wait until `count` requests have been recorded (no polling sleeps)."""
+        async with asyncio.timeout(within_s), self._changed:
+            await self._changed.wait_for(lambda: len(self.requests) >= count)
+
+    # ----- usage (see usage.py) --------------------------------------------------------
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table whose rows give the image token parameters."""
+        return self._usage.prices
+
+    @prices.setter
+    def prices(self, prices: PriceTable) -> None:
+        self._usage.prices = prices
+
+    def answering_model(self, requested: str) -> str:
+        return self.snapshots.get(requested, requested)
+
+    def count_prompt(self, body: dict[str, Any]) -> tuple[int, int, list[int]]:
+        """(prompt tokens incl. images, image tokens, the prompt's text token ids)."""
+        return self._usage.count_prompt(body.get("messages", []), body.get("model", "gpt-4o"))
+
+    def cached_tokens(self, ids: list[int], prompt_tokens: int) -> int:
+        """Tokens of the longest previously seen prefix, from 1024 in steps of 128."""
+        return self._usage.cached_tokens(ids, prompt_tokens)
+
+    # ----- HTTP ------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return build.model_list(list(self.snapshots))
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await read_json_body(request)
+        record = RecordedRequest(
+            body=body,
+            status=0,
+            had_authorization="Authorization" in request.headers,
+            client_request_id=request.headers.get("X-Client-Request-Id"),
+        )
+        # Recorded on arrival (a hanging request counts too), completed as it is answered.
+        self.requests.append(record)
+        async with self._changed:
+            self._changed.notify_all()
+        return await self._answer_chat(request, body, record)
+
+    async def _answer_chat(
+        self, request: web.Request, body: dict[str, Any], record: RecordedRequest
+    ) -> web.StreamResponse:
+        if self.api_key is not None:
+            sent = request.headers.get("Authorization", "")
+            if sent != f"Bearer {self.api_key}":
+                record.status = 401
+                return build.invalid_api_key()
+        fault = self._faults.next()
+        if fault is not None:
+            response = await answer_fault(
+                request, fault, record, pause=self._pause, hang_s=self.hang_s
+            )
+            if response is not None:
+                return response
+        try:
+            chat = parse_chat_request(body)
+            prompt, image_tokens, ids = self._usage.count_prompt(chat.messages, chat.model)
+        except BadRequest as exc:
+            record.status = 400
+            return build.bad_request(exc.message, exc.code)
+        max_tokens = chat.max_tokens
+        refusal = self._limits.admit(prompt + max_tokens)
+        if refusal is not None:
+            record.status = 429
+            record.fault = "rate_limit"
+            return build.rate_limit_exceeded(refusal)
+        rate_headers = self._limits.headers()
+
+        completion = self._usage.complete(self._answers.next(body), chat.model, max_tokens)
+        usage = CallUsage(
+            prompt_tokens=prompt,
+            cached_tokens=self._usage.cached_tokens(ids, prompt),
+            image_tokens=image_tokens,
+            completion_tokens=completion.tokens,
+        )
+        model = self.answering_model(chat.model)
+        request_id = build.new_request_id()
+        record.model = model
+        record.request_id = request_id
+        record.prompt_tokens = usage.prompt_tokens
+        record.cached_tokens = usage.cached_tokens
+        record.image_tokens = usage.image_tokens
+        record.completion_tokens = usage.completion_tokens
+        record.billed = True
+        headers = {**rate_headers, "x-request-id": request_id}
+        completion_id = build.new_completion_id()
+        delay = self.latency_s + (
+            fault.delay_s if fault is not None and fault.kind == "slow" else 0
+        )
+        if delay:
+            await self._pause(delay)
+        if chat.stream:
+            cut = (
+                fault.cut_after_chunks if fault is not None and fault.kind == "stream_cut" else None
+            )
+            return await build.stream_chat_completion(
+                request,
+                record,
+                headers,
+                completion_id,
+                model,
+                completion,
+                usage,
+                include_usage=chat.include_usage,
+                cut_after=cut,
+            )
+        record.status = 200
+        return build.chat_completion(completion_id, model, completion, usage, headers)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait, but end at once when the server stops (so tests never hang)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+
+
+def main() -> None:
+    """`python -m ibot.testing.fake_openai`: serve on loopback until interrupted."""
+    parser = argparse.ArgumentParser(description="Run the fake OpenAI server on loopback.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--rpm", type=int, default=None)
+    parser.add_argument("--tpm", type=int, default=None)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        fake = FakeOpenAI(host=args.host, port=args.port, rpm=args.rpm, tpm=args.tpm)
+        await fake.start()
+        print(f"fake OpenAI listening on {fake.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
