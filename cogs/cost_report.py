@@ -157,10 +157,11 @@ class CostReportCog(commands.Cog):
         if guild_id is None or cap_of is None:
             return configured
         try:
-            return await cap_of(guild_id, "guild_daily")
+            cap: int | None = await cap_of(guild_id, "guild_daily")
         except Exception:  # the line on a chart is not worth failing the report for
             log.warning("daily_cap_unavailable", guild_id=guild_id, exc_info=True)
             return configured
+        return cap
 
     def _chart_text(self) -> ChartText:
         return ChartText(

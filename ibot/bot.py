@@ -80,7 +80,7 @@ class IBot(commands.Bot):
         await super().close()
 
     async def on_application_command_error(
-        self, interaction: nextcord.Interaction, exception: Exception
+        self, interaction: nextcord.Interaction[IBot], exception: Exception
     ) -> None:
         """The one global handler: full context in the log, a short private message to the user."""
         command = interaction.application_command

@@ -8,11 +8,12 @@ inside the commands that need them, so `ibot --help` stays fast and torch-free.
 from __future__ import annotations
 
 import asyncio
+import functools
 import mimetypes
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 import typer
 
@@ -108,7 +109,7 @@ async def _ask(settings: Settings, question: str, paths: list[Path], author: str
                 filename=path.name,
                 size=path.stat().st_size,
                 content_type=mimetypes.guess_type(path.name)[0],
-                read=lambda p=path: asyncio.to_thread(p.read_bytes),
+                read=functools.partial(asyncio.to_thread, path.read_bytes),
             )
         )
     services = await build_services(settings)
@@ -152,7 +153,8 @@ async def _ask(settings: Settings, question: str, paths: list[Path], author: str
                 t("ask.too_long", lang, tokens=outcome.tokens, limit=outcome.limit), err=True
             )
             return 1
-    return 1
+        case _:
+            assert_never(outcome)
 
 
 @app.command()

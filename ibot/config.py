@@ -229,30 +229,31 @@ class DiscordSettings(Section):
     guild_ids: IdList = []
     forum_channel_ids: IdList = []  # forums where new posts get an automatic answer
     gpt_channel_ids: IdList = []  # channels where the bot chats with everyone
-    presence: str = Field("t'aider dans les forums", max_length=128)
+    presence: str = Field(default="t'aider dans les forums", max_length=128)
     no_bot_tags: StrList = ["no-bot", "sans-bot"]  # forum tags that keep the bot out
-    catch_up_hours: float = Field(24, ge=0)  # answer posts made while down, this far back
+    catch_up_hours: float = Field(default=24, ge=0)  # answer posts made while down, this far back
     answer_followups_when_mentioned: bool = False
     admin_channel_id: DiscordId | None = None  # where alerts (quota, budget) are posted
-    ask_cooldown_s: float = Field(30, ge=0)
-    chat_cooldown_s: float = Field(5, ge=0)  # per member, between two answered chat messages
+    ask_cooldown_s: float = Field(default=30, ge=0)
+    # Per member, between two answered chat messages.
+    chat_cooldown_s: float = Field(default=5, ge=0)
     # REST base of a Discord-compatible API; empty: Discord itself. For an HTTP proxy in
     # front of Discord (one rate-limit view for several processes), or the project's
     # own Discord-compatible server (crash tests run the bot process against it).
     api_base_url: HttpUrlText = None
     # On SIGTERM, answers in progress get this long to reach Discord before the bot
     # disconnects (docker stop kills after 10 s; systemd after 90 s).
-    shutdown_grace_s: float = Field(8, ge=0)
+    shutdown_grace_s: float = Field(default=8, ge=0)
 
 
 class OpenAISettings(Section):
-    timeout_s: float = Field(60, gt=0)
-    connect_timeout_s: float = Field(5, gt=0)
-    max_retries: int = Field(3, ge=0, le=10)
-    retry_max_wait_s: float = Field(60, ge=0)
+    timeout_s: float = Field(default=60, gt=0)
+    connect_timeout_s: float = Field(default=5, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    retry_max_wait_s: float = Field(default=60, ge=0)
     # Model calls in flight at once; the others wait in the pacer's queue (interactive
     # commands first). The pacer also holds calls back to stay under the rate limits.
-    max_concurrent_calls: int = Field(8, ge=1, le=256)
+    max_concurrent_calls: int = Field(default=8, ge=1, le=256)
 
 
 class FeatureSettings(Section):
@@ -261,13 +262,13 @@ class FeatureSettings(Section):
     model: ModelName = "gpt-4o"
     max_output_tokens: PositiveInt = 1200
     max_prompt_tokens: PositiveInt = 8000
-    temperature: float = Field(0.5, ge=0, le=2)
+    temperature: float = Field(default=0.5, ge=0, le=2)
     # Used instead of `model` when a budget runs low ("" in TOML: none).
     cheaper_model: OptionalModelName = None
     image_detail: Literal["high", "low"] = "high"
-    max_images: int = Field(4, ge=0)
+    max_images: int = Field(default=4, ge=0)
     # Images are shrunk so that ceil(w/512) * ceil(h/512) <= max_image_tiles.
-    max_image_tiles: int = Field(6, ge=1)
+    max_image_tiles: int = Field(default=6, ge=1)
 
 
 class AutoReplySettings(FeatureSettings):
@@ -325,7 +326,7 @@ class AttachmentsSettings(Section):
 class PromptsSettings(Section):
     language: Annotated[Literal["fr", "en"], BeforeValidator(_lower)] = "fr"
     persona: OptionalStr = None  # replaces config/prompts/<language>.toml's persona
-    bot_name: str = Field("iBot", min_length=1)
+    bot_name: str = Field(default="iBot", min_length=1)
     answer_title: OptionalStr = None  # default: "Réponse de {bot_name}" (localised)
 
     @field_validator("persona")
@@ -423,13 +424,13 @@ class LocalModelSettings(Section):
     prompt_format: PromptFormat = "auto"
     max_context_turns: PositiveInt = 7  # previous messages kept (the tutorials' window)
     max_new_tokens: PositiveInt = 128  # answer length cap (also bounded by the request's)
-    min_new_tokens: int = Field(1, ge=0)  # 1: never an empty answer
+    min_new_tokens: int = Field(default=1, ge=0)  # 1: never an empty answer
     do_sample: bool = True  # false: greedy decoding (reproducible answers)
-    top_k: int = Field(100, ge=0)
-    top_p: float = Field(0.7, gt=0, le=1)
-    temperature: float = Field(0.8, gt=0, le=2)
-    no_repeat_ngram_size: int = Field(3, ge=0)  # 0: off
-    repetition_penalty: float = Field(1.3, ge=1, le=3)  # 1: off
+    top_k: int = Field(default=100, ge=0)
+    top_p: float = Field(default=0.7, gt=0, le=1)
+    temperature: float = Field(default=0.8, gt=0, le=2)
+    no_repeat_ngram_size: int = Field(default=3, ge=0)  # 0: off
+    repetition_penalty: float = Field(default=1.3, ge=1, le=3)  # 1: off
     max_batch_size: PositiveInt = 8  # requests that wait together share one generate()
 
     @model_validator(mode="after")
@@ -452,8 +453,8 @@ class LocalModelSettings(Section):
 
 class HealthSettings(Section):
     enabled: bool = False
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(8080, ge=0, le=65535)  # 0: any free port
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port
 
 
 # ---- the settings --------------------------------------------------------------------------
@@ -530,20 +531,21 @@ class Settings(BaseSettings):
     )
 
     discord_token: Secret = Field(
-        None, validation_alias=AliasChoices("IBOT_DISCORD_TOKEN", "BOT_TOKEN", "DISCORD_TOKEN")
+        default=None,
+        validation_alias=AliasChoices("IBOT_DISCORD_TOKEN", "BOT_TOKEN", "DISCORD_TOKEN"),
     )
     openai_api_key: Secret = Field(
-        None, validation_alias=AliasChoices("IBOT_OPENAI_API_KEY", "OPENAI_API_KEY")
+        default=None, validation_alias=AliasChoices("IBOT_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
     openai_base_url: HttpUrlText = Field(
-        None, validation_alias=AliasChoices("IBOT_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+        default=None, validation_alias=AliasChoices("IBOT_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )
     # Legacy single chat channel; added to discord.gpt_channel_ids.
     gpt_channel_id: DiscordId | None = Field(
-        None, validation_alias=AliasChoices("IBOT_GPT_CHANNEL_ID", "GPT_CHANNEL_ID")
+        default=None, validation_alias=AliasChoices("IBOT_GPT_CHANNEL_ID", "GPT_CHANNEL_ID")
     )
     # repr=False: a PostgreSQL URL may carry a password.
-    database_url: str = Field(DEFAULT_DATABASE_URL, repr=False)
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, repr=False)
     prices_file: Path = DEFAULT_PRICES_FILE
 
     discord: DiscordSettings = Field(default_factory=DiscordSettings)

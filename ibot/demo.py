@@ -14,11 +14,14 @@ import io
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
 from ibot.config import Settings
+
+if TYPE_CHECKING:
+    from ibot.testing.fake_discord.model import StoredMessage
 
 DEMO_LOG = (
     "Traceback (most recent call last):\n"
@@ -155,9 +158,11 @@ async def run_demo(settings: Settings, echo: Callable[[str], None] = print) -> i
                 before = len(discord.messages_in(world.chat))
                 await discord.post_message(world.chat, world.member, text)
                 show("alice", [text])
-                replies = await discord.wait_for(
-                    lambda b=before: discord.messages_in(world.chat)[b:], timeout=30
-                )
+
+                def new_replies(start: int = before) -> list[StoredMessage]:
+                    return discord.messages_in(world.chat)[start:]
+
+                replies = await discord.wait_for(new_replies, timeout=30)
                 show("iBot", _embeds_text(replies[0]))
             echo("")
 

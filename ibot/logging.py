@@ -220,7 +220,7 @@ def _resolve_level(level: str | int) -> int:
         name = "WARNING"
     if name not in LEVELS:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
-    return logging.getLevelName(name)
+    return logging.getLevelNamesMapping()[name]
 
 
 def _use_json(fmt: str, stream: TextIO) -> bool:

@@ -252,7 +252,9 @@ def _encoding_params(name: str) -> dict[str, Any]:
     for attr, value in openai_public.__dict__.items():
         if isinstance(value, types.FunctionType) and value.__module__ == openai_public.__name__:
             namespace[attr] = _rebind(value, namespace)
-    constructor = namespace[openai_public.ENCODING_CONSTRUCTORS[name].__name__]
+    constructor: Callable[[], dict[str, Any]] = namespace[
+        openai_public.ENCODING_CONSTRUCTORS[name].__name__
+    ]
     return constructor()
 
 

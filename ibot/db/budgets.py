@@ -19,7 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ibot.db.models import Base, IdType, UTCDateTime, utcnow
+from ibot.db.models import Base, IdType, UTCDateTime
+from ibot.domain import utcnow
 
 
 class BudgetChangeRecord(Base):

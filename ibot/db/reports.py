@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, assert_never
 
 from sqlalchemy import ColumnElement, Date, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -139,7 +139,8 @@ def _group_key(group_by: GroupBy, dialect: str) -> ColumnElement[Any] | Queryabl
             return func.coalesce(record.model, record.model_requested)
         case GroupBy.day:
             return _utc_day(dialect)
-    raise ValueError(f"unknown grouping {group_by!r}")
+        case _:
+            assert_never(group_by)
 
 
 def _utc_day(dialect: str) -> ColumnElement[Any]:

@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, cast
 
 import structlog
-from sqlalchemy import BigInteger, Integer, String, select, update
+from sqlalchemy import BigInteger, CursorResult, Integer, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ibot.db.models import Base, UTCDateTime, utcnow
+from ibot.db.models import Base, UTCDateTime
+from ibot.domain import utcnow
 
 log = structlog.get_logger("ibot.threads")
 
@@ -84,7 +86,7 @@ class ThreadStore:
                 .values(owner=self.owner, claimed_at=utcnow(), attempts=ThreadAnswer.attempts + 1)
             )
             await session.commit()
-            return result.rowcount == 1
+            return cast(CursorResult[Any], result).rowcount == 1
 
     async def finish(
         self,
@@ -111,7 +113,7 @@ class ThreadStore:
                 )
             )
             await session.commit()
-        if result.rowcount == 1:
+        if cast(CursorResult[Any], result).rowcount == 1:
             return True
         log.warning(
             "thread_finish_not_owner", thread_id=thread_id, owner=self.owner, state=str(state)

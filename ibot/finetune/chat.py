@@ -99,7 +99,8 @@ class DialoGPTChat:
                 eos_token_id=eos,
                 **sampling,
             )
-        return self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True).strip()
+        text: str = self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
+        return text.strip()
 
 
 def chat_loop(

@@ -268,7 +268,9 @@ class _Reader:
         self.stats = stats
         self._moderators: dict[tuple[int, int], bool] = {}
 
-    async def is_moderator(self, guild: nextcord.Guild, user: nextcord.abc.User) -> bool:
+    async def is_moderator(
+        self, guild: nextcord.Guild, user: nextcord.User | nextcord.Member
+    ) -> bool:
         import nextcord
 
         from ibot.services.permissions import MemberFacts

@@ -259,7 +259,12 @@ def _resume_checkpoint(config: TrainConfig) -> str | None:
             raise TrainError(f"no checkpoint at {config.resume}")
         return str(config.resume)
     folder = config.out / CHECKPOINTS_DIR
-    last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    # transformers leaves get_last_checkpoint unannotated; it returns a path or None.
+    last: str | None = (
+        get_last_checkpoint(str(folder))  # type: ignore[no-untyped-call]
+        if folder.is_dir()
+        else None
+    )
     if last is None:
         raise TrainError(f"--resume: no checkpoint in {folder}")
     return last

@@ -276,7 +276,7 @@ class OpenAIBackend:
             # Never earlier than asked, but spread: callers told the same short wait
             # would otherwise all come back at the same instant and be refused again.
             return retry_after + random.uniform(0, max(_RETRY_AFTER_JITTER_S, 0.1 * retry_after))
-        backoff = _BACKOFF_BASE_S * (2 ** (attempt - 1))
+        backoff: float = _BACKOFF_BASE_S * (2 ** (attempt - 1))
         return min(self.retry_max_wait_s, backoff * (1 - 0.25 * random.random()))
 
     def _params(self, request: LLMRequest) -> dict[str, Any]:

@@ -40,13 +40,20 @@ from ibot.domain import (
     ErrorKind,
     Feature,
     LLMRequest,
+    Role,
 )
 from ibot.llm.local import LocalBackend
 
 log = structlog.get_logger("ibot.serve_local")
 
 API_KEY_VARIABLE = "IBOT_SERVE_LOCAL_API_KEY"
-_ROLES = {"system", "user", "assistant", "developer"}
+# The roles a request may use, as ours: OpenAI's newer "developer" is a system message.
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "developer": "system",
+}
 # Backend failures as HTTP statuses the openai SDK (and our OpenAI backend) classify:
 # 503/500 are retried as server errors, 400 is not.
 _STATUS = {
@@ -214,8 +221,7 @@ def _parse(body: Any) -> tuple[LLMRequest, bool, bool]:
     for item in raw:
         if not isinstance(item, dict) or item.get("role") not in _ROLES:
             raise _BadRequest("each message needs a role: system, user or assistant")
-        role = "system" if item["role"] == "developer" else item["role"]
-        messages.append(ChatMessage(role=role, content=_text(item.get("content"))))
+        messages.append(ChatMessage(role=_ROLES[item["role"]], content=_text(item.get("content"))))
     limit = body.get("max_completion_tokens") or body.get("max_tokens") or 1_000_000
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
         raise _BadRequest("'max_tokens' must be a positive integer")

@@ -126,9 +126,12 @@ class BotProcess:
     async def stop(self, *, timeout: float = 30.0) -> int:  # noqa: ASYNC109
         """SIGTERM, as a service manager stops the bot; returns the exit code."""
         process = self.process
-        if process is None or process.returncode is not None:
+        if process is None:
             self._close_log()
-            return process.returncode if process is not None else 0
+            return 0
+        if process.returncode is not None:
+            self._close_log()
+            return process.returncode
         process.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(process.wait(), timeout)

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 EOS = "<|endoftext|>"
 
@@ -51,7 +55,7 @@ DEFAULT_CORPUS: tuple[str, ...] = (
 )
 
 
-def _train_tokenizer(corpus: list[str], vocab_size: int):  # -> PreTrainedTokenizerFast
+def _train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -59,7 +63,8 @@ def _train_tokenizer(corpus: list[str], vocab_size: int):  # -> PreTrainedTokeni
     bpe.train_from_iterator(
         corpus, vocab_size=vocab_size, min_frequency=1, special_tokens=[EOS], show_progress=False
     )
-    tokenizer = PreTrainedTokenizerFast(
+    # transformers leaves this __init__ (*args, **kwargs) unannotated.
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe._tokenizer,
         bos_token=EOS,
         eos_token=EOS,
@@ -97,7 +102,8 @@ def build_tiny_model(
     if not lines:
         raise ValueError("the corpus is empty")
     tokenizer = _train_tokenizer(lines, vocab_size)
-    eos_id = tokenizer.convert_tokens_to_ids(EOS)
+    # One token in, one id out (transformers types it for a list of tokens as well).
+    eos_id = cast(int, tokenizer.convert_tokens_to_ids(EOS))
     config = GPT2Config(
         vocab_size=max(len(tokenizer), model_vocab_size or 0),
         n_positions=n_positions,

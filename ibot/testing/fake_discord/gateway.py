@@ -16,7 +16,7 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -190,7 +190,9 @@ class Gateway:
             await conn.ws.send_str(json.dumps(frame))
 
     async def _on_frame(self, conn: Connection, frame: Json) -> None:
-        op, data = frame.get("op"), frame.get("d")
+        op = frame.get("op")
+        # The payload of IDENTIFY, RESUME and REQUEST_GUILD_MEMBERS is an object.
+        data = cast(Json, frame.get("d"))
         if op == Op.HEARTBEAT:
             await self._send(conn, {"op": Op.HEARTBEAT_ACK, "d": None})
         elif op == Op.IDENTIFY:

@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from ibot.testing.fake_discord.constants import (
     ADMINISTRATOR,
@@ -375,19 +375,19 @@ class StoredMessage:
 
     @property
     def content(self) -> str:
-        return self.data["content"]
+        return cast(str, self.data["content"])
 
     @property
     def embeds(self) -> list[Json]:
-        return self.data["embeds"]
+        return cast(list[Json], self.data["embeds"])
 
     @property
     def attachments(self) -> list[Json]:
-        return self.data["attachments"]
+        return cast(list[Json], self.data["attachments"])
 
     @property
     def flags(self) -> int:
-        return self.data.get("flags", 0)
+        return cast(int, self.data.get("flags", 0))
 
     @property
     def loading(self) -> bool:
