@@ -13,7 +13,12 @@ import pytest
 from throwaway_pg import DB_KINDS, database_url
 
 from ibot.db.engine import create_engine, make_sessionmaker
+from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
+from ibot.llm.gateway import ModelGateway
+from ibot.llm.openai_backend import OpenAIBackend
+from ibot.pricing import default_price_table
+from ibot.testing.fake_openai import FakeOpenAI
 
 _HOST_VARIABLES = (
     "BOT_TOKEN",
@@ -50,3 +55,21 @@ async def sessionmaker(db_url: str):
     engine = create_engine(db_url)
     yield make_sessionmaker(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+def ledger(sessionmaker) -> Ledger:
+    """The ledger on `sessionmaker` (SQLite, then PostgreSQL)."""
+    return Ledger(sessionmaker)
+
+
+@pytest.fixture
+async def gateway(sessionmaker):
+    """A ModelGateway with the real OpenAI client on a fake OpenAI server (`gw.fake`),
+    its ledger on `sessionmaker`; no retries."""
+    async with FakeOpenAI() as fake:
+        backend = OpenAIBackend(api_key="sk-test", base_url=fake.base_url, max_retries=0)
+        gw = ModelGateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
+        gw.fake = fake  # type: ignore[attr-defined]
+        yield gw
+        await backend.aclose()

@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 
 import pytest
 
 from ibot import tokens
 from ibot.config import AutoReplySettings
-from ibot.db.engine import create_engine, make_sessionmaker
-from ibot.db.ledger import Ledger
-from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
 from ibot.domain import ChatMessage
 from ibot.i18n import load_prompts
-from ibot.llm.gateway import ModelGateway
-from ibot.llm.openai_backend import OpenAIBackend
-from ibot.pricing import default_price_table
 from ibot.services.attachments import AttachmentLimits, AttachmentSource
 from ibot.services.forum import ForumPost, ForumService, share_budget
 from ibot.services.outcomes import Answered
 from ibot.services.prompts import FeatureConfig, PromptBuilder
-from ibot.testing.fake_openai import FakeOpenAI
 
 SETTINGS = AutoReplySettings()
 CONFIG = FeatureConfig(SETTINGS.model, SETTINGS.max_output_tokens, SETTINGS.max_prompt_tokens)
@@ -37,25 +29,6 @@ MAX_TEXT_CHARS = AttachmentLimits().max_text_chars
 # The documented floor of the post's own text (ibot.services.forum.MIN_CONTENT_TOKENS).
 FLOOR = 1000
 QUESTION = "My worker cannot reach the database since this morning, the logs are attached. Why?"
-
-
-@pytest.fixture
-async def sessionmaker(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ibot.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-
-
-@pytest.fixture
-async def gateway(sessionmaker):
-    async with FakeOpenAI() as fake:
-        backend = OpenAIBackend(api_key="sk-test", base_url=fake.base_url, max_retries=0)
-        gw = ModelGateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
-        gw.fake = fake  # type: ignore[attr-defined]
-        yield gw
-        await backend.aclose()
 
 
 @pytest.fixture

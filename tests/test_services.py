@@ -12,7 +12,6 @@ from ibot.db.ledger import Ledger
 from ibot.db.threads import ThreadState, ThreadStore
 from ibot.domain import CallContext, ErrorKind, Feature
 from ibot.llm.gateway import ModelGateway
-from ibot.llm.openai_backend import OpenAIBackend
 from ibot.pricing import default_price_table
 from ibot.services.chat import ChatService, Duplicate
 from ibot.services.cooldown import Cooldowns
@@ -20,14 +19,6 @@ from ibot.services.forum import CatchUp, ForumPost, ForumService
 from ibot.services.outcomes import Failed
 from ibot.services.permissions import Access, MemberFacts, RolePolicy
 from ibot.services.prompts import FeatureConfig, PromptBuilder
-from ibot.services.summary import (
-    HistoryMessage,
-    NothingToSummarize,
-    Summarized,
-    SummaryFailed,
-    SummaryService,
-)
-from ibot.testing.fake_openai import FakeOpenAI
 
 ADMIN, MOD, DENIED = 1, 2, 3
 POLICY = RolePolicy(
@@ -73,64 +64,6 @@ def test_cooldown_blocks_then_frees():
     assert cooldowns.try_acquire("alice") == 0
     cooldowns.release("alice")
     assert cooldowns.try_acquire("alice") == 0
-
-
-@pytest.fixture
-async def gateway(sessionmaker):
-    async with FakeOpenAI() as fake:
-        backend = OpenAIBackend(api_key="sk-test", base_url=fake.base_url, max_retries=0)
-        gw = ModelGateway(ledger=Ledger(sessionmaker), prices=default_price_table(), openai=backend)
-        gw.fake = fake  # type: ignore[attr-defined]
-        yield gw
-        await backend.aclose()
-
-
-def history(count: int) -> list[HistoryMessage]:
-    start = datetime(2026, 11, 1, tzinfo=UTC)
-    return [
-        HistoryMessage(
-            f"user{i % 7}",
-            f"Message {i} : une question sur asyncio et Discord.",
-            start + timedelta(minutes=i),
-        )
-        for i in range(count)
-    ]
-
-
-async def test_short_history_is_one_call(gateway):
-    service = SummaryService(
-        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, 8000)
-    )
-    outcome = await service.summarize(history(20), channel="aide")
-    assert isinstance(outcome, Summarized)
-    assert outcome.calls == 1 and outcome.messages == 20
-
-
-async def test_long_history_is_chunked_and_every_request_fits(gateway):
-    budget = 3000
-    service = SummaryService(
-        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, budget)
-    )
-    outcome = await service.summarize(history(1000), channel="aide")
-    assert isinstance(outcome, Summarized)
-    served = gateway.fake.requests
-    assert outcome.calls == len(served) > 2
-    assert all(r.prompt_tokens <= budget for r in served)
-    assert "Combine" in served[-1].body["messages"][-1]["content"]
-    assert outcome.cost_micros == sum(r.cost_micros for r in await gateway.ledger.rows())
-    # Every message was in some chunk: the first and the last one were both sent.
-    sent = " ".join(r.body["messages"][-1]["content"] for r in served)
-    assert "Message 0 :" in sent and "Message 999 :" in sent
-
-
-async def test_empty_history_and_failures(gateway):
-    service = SummaryService(
-        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, 8000)
-    )
-    assert isinstance(await service.summarize([], channel="x"), NothingToSummarize)
-    gateway.fake.fail_with_status(400)
-    outcome = await service.summarize(history(3), channel="x")
-    assert isinstance(outcome, SummaryFailed)
 
 
 async def test_chat_skips_replayed_messages_and_remembers(gateway):

@@ -7,15 +7,11 @@ from __future__ import annotations
 import asyncio
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from ibot import tokens
 from ibot.config import ConfigError, load_settings
-from ibot.db.engine import create_engine, make_sessionmaker
-from ibot.db.ledger import Ledger
-from ibot.db.migrate import upgrade
 from ibot.domain import (
     Backend,
     BackendError,
@@ -29,7 +25,13 @@ from ibot.llm.budget import BudgetExceeded, Reservation
 from ibot.llm.gateway import ModelGateway
 from ibot.pricing import default_price_table
 from ibot.services.prompts import FeatureConfig, PromptBuilder
-from ibot.services.summary import HistoryMessage, Summarized, SummaryFailed, SummaryService
+from ibot.services.summary import (
+    HistoryMessage,
+    NothingToSummarize,
+    Summarized,
+    SummaryFailed,
+    SummaryService,
+)
 
 TEMPLATES = {
     "persona": "Tu es un assistant.",
@@ -41,15 +43,6 @@ MODEL = "gpt-4o-mini"
 RESETS = datetime(2026, 11, 2, tzinfo=UTC)
 # Far more calls than any of these summaries needs: a runaway loop fails the test quickly.
 RUNAWAY = 200
-
-
-@pytest.fixture
-async def ledger(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
-    yield Ledger(make_sessionmaker(engine))
-    await engine.dispose()
 
 
 def history(count: int) -> list[HistoryMessage]:
@@ -297,3 +290,42 @@ def test_summary_prompt_must_hold_two_answers(monkeypatch, tmp_path):
     )
     assert settings.features.summary.max_prompt_tokens == 3000
     assert settings.features.chat.max_prompt_tokens == 1000
+
+
+# ---- a real gateway on a fake OpenAI server ------------------------------------------
+
+
+async def test_short_history_is_one_call(gateway):
+    service = SummaryService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, 8000)
+    )
+    outcome = await service.summarize(history(20), channel="aide")
+    assert isinstance(outcome, Summarized)
+    assert outcome.calls == 1 and outcome.messages == 20
+
+
+async def test_long_history_is_chunked_and_every_request_fits(gateway):
+    budget = 3000
+    service = SummaryService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, budget)
+    )
+    outcome = await service.summarize(history(1000), channel="aide")
+    assert isinstance(outcome, Summarized)
+    served = gateway.fake.requests
+    assert outcome.calls == len(served) > 2
+    assert all(r.prompt_tokens <= budget for r in served)
+    assert "Combine" in served[-1].body["messages"][-1]["content"]
+    assert outcome.cost_micros == sum(r.cost_micros for r in await gateway.ledger.rows())
+    # Every message was in some chunk: the first and the last one were both sent.
+    sent = " ".join(r.body["messages"][-1]["content"] for r in served)
+    assert "Message 0 :" in sent and "Message 999 :" in sent
+
+
+async def test_empty_history_and_failures(gateway):
+    service = SummaryService(
+        gateway, PromptBuilder(TEMPLATES), FeatureConfig("gpt-4o-mini", 300, 8000)
+    )
+    assert isinstance(await service.summarize([], channel="x"), NothingToSummarize)
+    gateway.fake.fail_with_status(400)
+    outcome = await service.summarize(history(3), channel="x")
+    assert isinstance(outcome, SummaryFailed)
