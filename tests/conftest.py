@@ -18,6 +18,7 @@ from ibot.db.migrate import upgrade
 from ibot.llm.gateway import ModelGateway
 from ibot.llm.openai_backend import OpenAIBackend
 from ibot.pricing import default_price_table
+from ibot.testing import spec_violations
 from ibot.testing.fake_openai import FakeOpenAI
 
 _HOST_VARIABLES = (
@@ -39,6 +40,22 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("IBOT_"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _fakes_follow_the_specs():
+    """Every test runs with the fakes' spec checks on; a test whose traffic departs from
+    Discord's or OpenAI's published specification fails, naming each departure."""
+    spec_violations.enable()
+    spec_violations.drain()
+    yield
+    found = spec_violations.drain()
+    if found:
+        pytest.fail(
+            "the fake servers saw traffic that departs from the published API specs:\n"
+            + "\n".join(f"- {v}" for v in found),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(params=DB_KINDS)
