@@ -19,6 +19,7 @@ import typer
 
 from ibot.config import ConfigError, Settings, fail_on_config_error, load_settings
 from ibot.finetune.cli import finetune_app
+from ibot.kb_cli import kb_app
 from ibot.llm.serve_local import serve_local_command
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(costs_app, name="costs")
 app.add_typer(config_app, name="config")
 app.add_typer(finetune_app, name="finetune")
+app.add_typer(kb_app, name="kb")
 app.command("serve-local")(serve_local_command)
 
 ConfigOption = Annotated[

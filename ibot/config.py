@@ -457,6 +457,29 @@ class HealthSettings(Section):
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port
 
 
+class KnowledgeSettings(Section):
+    """The knowledge base of solved threads (ibot/services/knowledge.py)."""
+
+    enabled: bool = False
+    # Hits scoring below this (the idf-weighted share of the query found) are not shown.
+    min_score: float = Field(default=0.3, ge=0, le=1)
+    k: int = Field(default=3, ge=1, le=10)  # solved threads shown per answer
+    # Forum tags that mark a thread as solved.
+    solved_tags: StrList = ["Résolu", "Solved"]
+    close_solved: bool = False  # close (archive) a forum thread once it is solved
+    # A new post scoring this high against a solved thread is reported as a duplicate.
+    duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _duplicates_are_hits(self) -> KnowledgeSettings:
+        if self.duplicate_threshold < self.min_score:
+            raise ValueError(
+                f"duplicate_threshold ({self.duplicate_threshold}) must not be below "
+                f"min_score ({self.min_score})"
+            )
+        return self
+
+
 # ---- the settings --------------------------------------------------------------------------
 
 
@@ -558,6 +581,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     local_model: LocalModelSettings = Field(default_factory=LocalModelSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -51,11 +52,20 @@ def database_url() -> str:
     )
 
 
+def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Autogenerate leaves out the engine-only search index (FTS5 table, tsvector column)
+    that migration 0006 makes with raw DDL; imported here, so upgrades never import it."""
+    from ibot.db.knowledge import include_name as knowledge_include_name
+
+    return knowledge_include_name(name, type_, parent_names)
+
+
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
         compare_server_default=True,
+        include_name=include_name,
         **kwargs,
     )
 

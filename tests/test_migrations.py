@@ -16,6 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from ibot.db.engine import create_engine, make_sessionmaker, normalize_url
+from ibot.db.knowledge import include_name as knowledge_include_name
 from ibot.db.ledger import Ledger, LedgerEntry
 from ibot.db.migrate import (
     alembic_config,
@@ -52,7 +53,14 @@ def _differences(connection: Connection, only_table: str | None = None) -> list:
         table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
         return only_table is None or table == only_table
 
-    opts = {"compare_type": True, "compare_server_default": True, "include_object": include}
+    # include_name: the engine-specific search index (FTS5 table, tsvector column and its
+    # GIN index), made by migration 0006 with raw DDL and described by no ORM class.
+    opts = {
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_object": include,
+        "include_name": knowledge_include_name,
+    }
     return compare_metadata(
         MigrationContext.configure(connection, opts=opts), all_models_metadata()
     )

@@ -1,0 +1,397 @@
+"""Storage of the knowledge base: solved threads and their full-text index.
+
+One portable table, `knowledge_threads`, holds each solved thread (keyed by its Discord
+id, so a thread is stored once whatever the number of imports), its text, and its index
+terms per field as produced by `ibot.services.lexical` (space-separated). The full-text
+index over those terms is the engine's own, created by migration 0006:
+
+- **SQLite**: `knowledge_fts`, an FTS5 table with *external content* (it reads
+  `knowledge_threads`, stores only the inverted index), kept in step by three triggers on
+  `knowledge_threads`, so every INSERT/UPDATE/DELETE of a row changes its index entry in
+  the same statement (atomic even on the AUTOCOMMIT sessions of `make_sessionmaker`).
+  Ranked with `bm25()`; its `unicode61` tokenizer is given the lexical connectors as
+  token characters, so a term such as `venv/bin/python` stays one token.
+- **PostgreSQL**: a `search_vector tsvector` column with a GIN index, written in the same
+  transaction as the row from a `tsvector` literal built here (never `to_tsvector`, whose
+  parser would split the terms differently), weights A/B/C for title/question/answer.
+  Ranked with `ts_rank` (its weights for A/B/C, and normalised by the log of the
+  document's length, like BM25's length normalisation); `ts_rank_cd` (cover density)
+  was ten times slower on a 32-term OR query over 3 000 threads, for a rank that only
+  orders the candidates.
+
+Both are queried with OR over the query's terms and always filtered by guild in the SQL.
+These engine-specific objects are made by the migration with raw DDL and described by no
+ORM class; `include_name` keeps Alembic's autogenerate (and the schema test) from
+reporting them. A later SQLite migration that rebuilds `knowledge_threads` in batch mode
+(copy and rename) drops its triggers and must recreate them, then rebuild the index:
+``INSERT INTO knowledge_fts(knowledge_fts) VALUES('rebuild')``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CursorResult,
+    Index,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ibot.db.models import Base, IdType, UTCDateTime
+from ibot.domain import utcnow
+
+TABLE = "knowledge_threads"
+FTS_TABLE = "knowledge_fts"  # SQLite (and its shadow tables knowledge_fts_*)
+VECTOR_COLUMN = "search_vector"  # PostgreSQL
+VECTOR_INDEX = "ix_knowledge_threads_search_vector"
+
+# Characters FTS5 must keep inside a token: those of ibot.services.lexical.CONNECTORS.
+FTS_TOKENCHARS = "./:#+-_"
+
+# Field weights of the engines' own ranks (bm25 column weights; tsvector A/B/C). They
+# order the candidates; the score shown is computed by the service from the terms.
+BM25_WEIGHTS = (3.0, 2.0, 1.0)  # title, question, answer
+TS_RANK_WEIGHTS = "{0.1, 0.33, 0.67, 1.0}"  # D, C (answer), B (question), A (title)
+_PG_MAX_POSITION = 16383  # PostgreSQL's limits on tsvector positions
+_PG_MAX_POSITIONS_PER_LEXEME = 255
+_WRITE_BATCH = 500
+
+
+class KnowledgeThreadRecord(Base):
+    """A solved thread and its index terms (see the module docstring for the index)."""
+
+    __tablename__ = TABLE
+
+    # Discord's thread id; on SQLite the INTEGER PRIMARY KEY, i.e. the FTS5 rowid.
+    thread_id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=False)
+    guild_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    forum_id: Mapped[int | None] = mapped_column(BigInteger)
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    question: Mapped[str] = mapped_column(Text, nullable=False)
+    answer: Mapped[str] = mapped_column(Text, nullable=False)
+    answer_kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    tags: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    solved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    indexed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+    # sha256 of the stored content and the normaliser's version: same hash, no re-index.
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    terms_title: Mapped[str] = mapped_column(Text, nullable=False)
+    terms_question: Mapped[str] = mapped_column(Text, nullable=False)
+    terms_answer: Mapped[str] = mapped_column(Text, nullable=False)
+
+    __table_args__ = (Index("ix_knowledge_threads_guild_id_solved_at", "guild_id", "solved_at"),)
+
+
+def include_name(name: str | None, type_: str, parent_names: Mapping[str, Any]) -> bool:
+    """Alembic's `include_name` hook: False for the engine-specific search objects (the
+    FTS5 table and its shadow tables, the tsvector column and its GIN index)."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not (name == FTS_TABLE or name.startswith(f"{FTS_TABLE}_"))
+    if parent_names.get("table_name") == TABLE:
+        return not (
+            (type_ == "column" and name == VECTOR_COLUMN)
+            or (type_ == "index" and name == VECTOR_INDEX)
+        )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeDocument:
+    """A thread ready to be stored: its content and its index terms per field."""
+
+    thread_id: int
+    guild_id: int
+    forum_id: int | None
+    title: str
+    question: str
+    answer: str
+    answer_kind: str
+    tags: tuple[str, ...]
+    created_at: datetime | None
+    solved_at: datetime | None
+    content_hash: str
+    title_terms: tuple[str, ...]
+    question_terms: tuple[str, ...]
+    answer_terms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A thread the engine matched, with its terms for scoring; `engine_rank`: higher is
+    better, on the engine's own scale (bm25 negated, ts_rank), for ties only."""
+
+    thread_id: int
+    guild_id: int
+    title: str
+    title_terms: frozenset[str]
+    question_terms: frozenset[str]
+    answer_terms: frozenset[str]
+    engine_rank: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    threads: int
+    per_guild: dict[int, int] = field(default_factory=dict)
+    per_answer_kind: dict[str, int] = field(default_factory=dict)
+    newest_solved_at: datetime | None = None
+
+
+# ---- query syntax: every term quoted, so nothing a user typed is an operator ------------
+
+
+def _check_term(term: str) -> str:
+    if not term or any(c.isspace() or c in "\"'\\" for c in term):
+        raise ValueError(f"not an index term: {term!r}")
+    return term
+
+
+def fts5_match(terms: Iterable[str]) -> str:
+    """An FTS5 MATCH expression: any of `terms` (each a quoted string, "" escaped)."""
+    return " OR ".join('"' + _check_term(t).replace('"', '""') + '"' for t in terms)
+
+
+def _pg_quote(term: str) -> str:
+    return "'" + _check_term(term).replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_literal(terms: Iterable[str]) -> str:
+    """A tsquery literal: any of `terms`, each a quoted lexeme (no parser, no config)."""
+    return " | ".join(_pg_quote(t) for t in terms)
+
+
+def tsvector_literal(fields: Sequence[tuple[Sequence[str], str]]) -> str:
+    """A tsvector literal of (terms, weight letter) fields: positions in reading order,
+    within PostgreSQL's limits (a later position is clamped, never a term dropped)."""
+    positions: dict[str, list[str]] = {}
+    position = 0
+    for terms, weight in fields:
+        for term in terms:
+            position = min(position + 1, _PG_MAX_POSITION)
+            held = positions.setdefault(term, [])
+            entry = f"{position}{weight}"
+            if len(held) < _PG_MAX_POSITIONS_PER_LEXEME and entry not in held:
+                held.append(entry)
+    return " ".join(f"{_pg_quote(term)}:{','.join(held)}" for term, held in positions.items())
+
+
+# ---- the store ---------------------------------------------------------------------------
+
+
+def _chunks[T](items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class KnowledgeStore:
+    """SQL for the knowledge base, one code path per engine (SQLite, PostgreSQL)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    @staticmethod
+    def _dialect(session: AsyncSession) -> str:
+        name = session.get_bind().dialect.name
+        if name not in ("sqlite", "postgresql"):
+            raise NotImplementedError(f"the knowledge base needs SQLite or PostgreSQL, not {name}")
+        return name
+
+    async def content_hashes(self, thread_ids: Iterable[int]) -> dict[int, str]:
+        ids = list(dict.fromkeys(thread_ids))
+        found: dict[int, str] = {}
+        async with self._sessionmaker() as session:
+            for chunk in _chunks(ids, _WRITE_BATCH):
+                rows = await session.execute(
+                    select(
+                        KnowledgeThreadRecord.thread_id, KnowledgeThreadRecord.content_hash
+                    ).where(KnowledgeThreadRecord.thread_id.in_(chunk))
+                )
+                found.update({thread_id: digest for thread_id, digest in rows})
+        return found
+
+    async def write(self, documents: Sequence[KnowledgeDocument]) -> None:
+        """Insert or replace these threads and their index entries (one thread once)."""
+        if not documents:
+            return
+        table = cast(Table, KnowledgeThreadRecord.__table__)
+        now = utcnow()
+        async with self._sessionmaker() as session:
+            dialect = self._dialect(session)
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            for chunk in _chunks(documents, _WRITE_BATCH):
+                statement = insert(table)
+                columns = [c.name for c in table.columns if c.name != "thread_id"]
+                statement = statement.on_conflict_do_update(
+                    index_elements=["thread_id"],
+                    set_={name: statement.excluded[name] for name in columns},
+                    where=table.c.content_hash != statement.excluded.content_hash,
+                )
+                await session.execute(statement, [_row(d, now) for d in chunk])
+                if dialect == "postgresql":
+                    await session.execute(
+                        text(
+                            f"UPDATE {TABLE} SET {VECTOR_COLUMN} = CAST(:vector AS tsvector) "
+                            "WHERE thread_id = :thread_id"
+                        ),
+                        [{"thread_id": d.thread_id, "vector": _vector(d)} for d in chunk],
+                    )
+            await session.commit()
+
+    async def delete(self, thread_id: int) -> bool:
+        async with self._sessionmaker() as session:
+            result = await session.execute(
+                delete(KnowledgeThreadRecord).where(KnowledgeThreadRecord.thread_id == thread_id)
+            )
+            await session.commit()
+        return cast(CursorResult[Any], result).rowcount == 1
+
+    async def candidates(
+        self, terms: Sequence[str], *, guild_id: int | None, limit: int
+    ) -> list[Candidate]:
+        """Threads with any of `terms`, best first by the engine's rank, at most `limit`."""
+        if not terms:
+            return []
+        params: dict[str, Any] = {"limit": limit}
+        guild = ""
+        if guild_id is not None:
+            guild, params["guild_id"] = "AND k.guild_id = :guild_id", guild_id
+        columns = (
+            "k.thread_id, k.guild_id, k.title, k.terms_title, k.terms_question, k.terms_answer"
+        )
+        async with self._sessionmaker() as session:
+            if self._dialect(session) == "sqlite":
+                weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+                sql = (
+                    f"SELECT {columns}, -bm25({FTS_TABLE}, {weights}) AS engine_rank "
+                    f"FROM {FTS_TABLE} CROSS JOIN {TABLE} AS k ON k.thread_id = {FTS_TABLE}.rowid "
+                    f"WHERE {FTS_TABLE} MATCH :match {guild} "
+                    "ORDER BY engine_rank DESC, k.thread_id LIMIT :limit"
+                )
+                params["match"] = fts5_match(terms)
+            else:
+                sql = (
+                    f"SELECT {columns}, "
+                    f"ts_rank('{TS_RANK_WEIGHTS}', k.{VECTOR_COLUMN}, q.query, 1) AS engine_rank "
+                    f"FROM {TABLE} AS k CROSS JOIN (SELECT CAST(:query AS tsquery) AS query) AS q "
+                    f"WHERE k.{VECTOR_COLUMN} @@ q.query {guild} "
+                    "ORDER BY engine_rank DESC, k.thread_id LIMIT :limit"
+                )
+                params["query"] = tsquery_literal(terms)
+            rows = (await session.execute(text(sql), params)).all()
+        return [
+            Candidate(
+                thread_id=row[0],
+                guild_id=row[1],
+                title=row[2],
+                title_terms=frozenset(row[3].split()),
+                question_terms=frozenset(row[4].split()),
+                answer_terms=frozenset(row[5].split()),
+                engine_rank=float(row[6]),
+            )
+            for row in rows
+        ]
+
+    async def document_frequencies(
+        self, groups: Sequence[Sequence[str]], *, guild_id: int | None
+    ) -> tuple[int, list[int]]:
+        """(threads in scope, threads holding any term of each group), in one statement.
+
+        SQLite counts each group from FTS5's own doclists. PostgreSQL reads, through the
+        GIN index, only the threads holding some term of the query, once, and counts
+        every group over them (a statement per group would read each tsvector again).
+        """
+        params: dict[str, Any] = {}
+        where = ""
+        if guild_id is not None:
+            where, params["guild_id"] = "WHERE k.guild_id = :guild_id", guild_id
+        also = "AND k.guild_id = :guild_id" if guild_id is not None else ""
+        total = f"(SELECT count(*) FROM {TABLE} AS k {where})"
+        async with self._sessionmaker() as session:
+            if self._dialect(session) == "sqlite":
+                counts = [total]
+                for i, group in enumerate(groups):
+                    params[f"g{i}"] = fts5_match(group)
+                    counts.append(
+                        f"(SELECT count(*) FROM {FTS_TABLE} "
+                        f"CROSS JOIN {TABLE} AS k ON k.thread_id = {FTS_TABLE}.rowid "
+                        f"WHERE {FTS_TABLE} MATCH :g{i} {also})"
+                    )
+                sql = "SELECT " + ", ".join(counts)
+            else:
+                counts = [total]
+                for i, group in enumerate(groups):
+                    params[f"g{i}"] = tsquery_literal(group)
+                    counts.append(
+                        f"count(*) FILTER (WHERE k.{VECTOR_COLUMN} @@ CAST(:g{i} AS tsquery))"
+                    )
+                params["any"] = tsquery_literal(dict.fromkeys(t for g in groups for t in g))
+                sql = (
+                    f"SELECT {', '.join(counts)} FROM {TABLE} AS k "
+                    f"WHERE k.{VECTOR_COLUMN} @@ CAST(:any AS tsquery) {also}"
+                )
+            row = (await session.execute(text(sql), params)).one()
+        values = [int(v) for v in row]
+        return values[0], values[1:]
+
+    async def stats(self, guild_id: int | None = None) -> StoreStats:
+        record = KnowledgeThreadRecord
+        scope = [] if guild_id is None else [record.guild_id == guild_id]
+        async with self._sessionmaker() as session:
+            guilds = await session.execute(
+                select(record.guild_id, func.count()).where(*scope).group_by(record.guild_id)
+            )
+            per_guild = {g: int(n) for g, n in guilds}
+            kinds = await session.execute(
+                select(record.answer_kind, func.count()).where(*scope).group_by(record.answer_kind)
+            )
+            per_kind = {kind: int(n) for kind, n in kinds}
+            newest = await session.scalar(select(func.max(record.solved_at)).where(*scope))
+        return StoreStats(
+            threads=sum(per_guild.values()),
+            per_guild=dict(sorted(per_guild.items())),
+            per_answer_kind=dict(sorted(per_kind.items(), key=lambda kv: (-kv[1], kv[0]))),
+            newest_solved_at=newest,
+        )
+
+
+def _row(document: KnowledgeDocument, now: datetime) -> dict[str, Any]:
+    return {
+        "thread_id": document.thread_id,
+        "guild_id": document.guild_id,
+        "forum_id": document.forum_id,
+        "title": document.title,
+        "question": document.question,
+        "answer": document.answer,
+        "answer_kind": document.answer_kind,
+        "tags": list(document.tags),
+        "created_at": document.created_at,
+        "solved_at": document.solved_at,
+        "indexed_at": now,
+        "content_hash": document.content_hash,
+        "terms_title": " ".join(document.title_terms),
+        "terms_question": " ".join(document.question_terms),
+        "terms_answer": " ".join(document.answer_terms),
+    }
+
+
+def _vector(document: KnowledgeDocument) -> str:
+    return tsvector_literal(
+        [(document.title_terms, "A"), (document.question_terms, "B"), (document.answer_terms, "C")]
+    )
