@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import nextcord
+from nextcord.types.message import MessageReference as MessageReferencePayload
 
 from ibot.domain import Backend, ErrorKind, Usage
 from ibot.i18n import t
@@ -24,6 +26,27 @@ from ibot.services.summary import SummaryFailed
 
 NO_MENTIONS = nextcord.AllowedMentions.none()
 EMBED_COLOUR = nextcord.Colour.blurple()
+
+
+class _Reference(nextcord.MessageReference):
+    """A reply's message_reference with its ids as strings: nextcord sends integers, and
+    Discord's API spec (MessageReferenceRequest) types them as snowflakes, strings."""
+
+    def to_dict(self) -> MessageReferencePayload:
+        payload = super().to_dict()
+        for key in ("message_id", "channel_id", "guild_id"):
+            if key in payload:
+                payload[key] = str(payload[key])
+        return payload
+
+    to_message_reference_dict = to_dict
+
+
+async def reply(
+    message: nextcord.Message, content: str | None = None, **kwargs: Any
+) -> nextcord.Message:
+    """`message.reply(...)`, as a reply that follows Discord's API spec (`_Reference`)."""
+    return await message.channel.send(content, reference=_Reference.from_message(message), **kwargs)
 
 
 def cost_footer(

@@ -14,6 +14,7 @@ from cogs._render import (
     answered_embeds,
     failure_text,
     member_facts,
+    reply,
 )
 from ibot.app import Services
 from ibot.domain import CallContext, Feature
@@ -64,8 +65,11 @@ class ChatCog(commands.Cog):
         if not self.policy.allows(Access.ASK, member_facts(message.author, message.guild)):
             return  # denied roles are ignored silently in a public channel
         if self.services.in_flight.draining:  # stopping: this answer could be cut off
-            await message.reply(
-                t("error.restarting", self.lang), allowed_mentions=NO_MENTIONS, mention_author=False
+            await reply(
+                message,
+                t("error.restarting", self.lang),
+                allowed_mentions=NO_MENTIONS,
+                mention_author=False,
             )
             return
         if self.cooldowns.try_acquire(message.author.id) > 0:
@@ -100,8 +104,11 @@ class ChatCog(commands.Cog):
                 messages = answered_embeds(outcome, title=self.title, lang=self.lang, limit_bytes=0)
                 for index, embeds in enumerate(messages):
                     if index == 0:
-                        await message.reply(
-                            embeds=embeds, allowed_mentions=NO_MENTIONS, mention_author=False
+                        await reply(
+                            message,
+                            embeds=embeds,
+                            allowed_mentions=NO_MENTIONS,
+                            mention_author=False,
                         )
                     else:
                         await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
@@ -109,7 +116,8 @@ class ChatCog(commands.Cog):
                 self.cooldowns.release(message.author.id)
             case Failed():
                 self.cooldowns.release(message.author.id)  # nothing answered: may retry now
-                await message.reply(
+                await reply(
+                    message,
                     failure_text(outcome, self.lang),
                     allowed_mentions=NO_MENTIONS,
                     mention_author=False,

@@ -22,6 +22,9 @@ from ibot.i18n import t
 
 log = structlog.get_logger("ibot.bot")
 
+# Discord's JSON error code for an interaction token past its 15 minutes.
+INVALID_WEBHOOK_TOKEN = 50027
+
 # iBot never joins voice: nextcord's start-up warning about PyNaCl is noise.
 nextcord.VoiceClient.warn_nacl = False
 
@@ -62,8 +65,35 @@ class IBot(commands.Bot):
             help_command=None,
         )
         self.services = services
+        self._warned_no_message_content = False
         for name in EXTENSIONS:
             self.load_extension(name, extras={"services": services})
+
+    async def on_connect(self) -> None:
+        """Each new session (READY): check it can read messages, then nextcord's own
+        on_connect (it syncs the application commands)."""
+        self.warn_without_message_content()
+        await super().on_connect()
+
+    def warn_without_message_content(self) -> None:
+        """One warning per process when the session cannot read messages: the Message
+        Content intent is not asked for, or READY's `application.flags` show it is not
+        enabled in the developer portal (neither GATEWAY_MESSAGE_CONTENT, 1 << 18, nor
+        GATEWAY_MESSAGE_CONTENT_LIMITED, 1 << 19). Without it MESSAGE_CREATE and REST
+        reads come with empty content and attachments: forum posts are skipped as empty.
+        """
+        flags = self.application_flags
+        enabled = flags.gateway_message_content or flags.gateway_message_content_limited
+        if (enabled and self.intents.message_content) or self._warned_no_message_content:
+            return
+        self._warned_no_message_content = True
+        log.warning(
+            "message_content_intent_missing",
+            requested=self.intents.message_content,
+            enabled_in_portal=enabled,
+            hint="enable the Message Content intent (developer portal: Bot → Privileged "
+            "Gateway Intents); without it messages arrive empty and forum posts are skipped",
+        )
 
     async def close(self) -> None:
         """Let the answers in progress reach Discord (up to the grace time), then
@@ -82,8 +112,24 @@ class IBot(commands.Bot):
     async def on_application_command_error(
         self, interaction: nextcord.Interaction[IBot], exception: Exception
     ) -> None:
-        """The one global handler: full context in the log, a short private message to the user."""
+        """The one global handler: full context in the log, a short private message to the user.
+
+        An answer that came after the interaction's token expired (15 minutes: 401 Invalid
+        Webhook Token, 50027) can no longer reach the user by any route the token opens:
+        one warning, and no error message sent after it to be refused the same way.
+        """
         command = interaction.application_command
+        original = getattr(exception, "original", exception)
+        if isinstance(original, nextcord.HTTPException) and original.code == INVALID_WEBHOOK_TOKEN:
+            log.warning(
+                "interaction_expired",
+                command=getattr(command, "qualified_name", None),
+                guild_id=interaction.guild_id,
+                channel_id=interaction.channel_id,
+                user_id=interaction.user.id if interaction.user else None,
+                interaction_id=interaction.id,
+            )
+            return
         log.error(
             "command_failed",
             command=getattr(command, "qualified_name", None),

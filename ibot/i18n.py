@@ -61,6 +61,10 @@ _FR: dict[str, Entry] = {
     "error.other": "Une erreur inattendue est survenue. Réessaie dans un instant.",
     "error.generic": "Oups, quelque chose s'est mal passé de mon côté. Réessaie dans un instant.",
     "error.restarting": "Je redémarre : repose ta question dans une minute.",
+    "forum.starter_missing": (
+        "Je n'ai pas pu lire ton message : Discord ne me l'a pas transmis. Je ne répondrai "
+        "pas à ce fil ; ouvre-en un nouveau si tu veux une réponse de ma part."
+    ),
     "budget.guild_daily": "quotidien du serveur",
     "budget.guild_monthly": "mensuel du serveur",
     "budget.user_daily": "quotidien par membre",
@@ -188,6 +192,10 @@ _EN: dict[str, Entry] = {
     "error.other": "Something unexpected went wrong. Try again in a moment.",
     "error.generic": "Oops, something went wrong on my side. Try again in a moment.",
     "error.restarting": "I am restarting: ask again in a minute.",
+    "forum.starter_missing": (
+        "I couldn't read your post: Discord did not give it to me. I won't answer this "
+        "thread; open a new one if you want an answer from me."
+    ),
     "budget.guild_daily": "server's daily",
     "budget.guild_monthly": "server's monthly",
     "budget.user_daily": "per-member daily",

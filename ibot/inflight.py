@@ -21,6 +21,10 @@ class InFlight:
     def __len__(self) -> int:
         return sum(1 for task in self._tasks if not task.done())
 
+    def running(self) -> set[asyncio.Task[object]]:
+        """The tasks whose work is in flight now (to await, or to cancel after a stop)."""
+        return {task for task in self._tasks if not task.done()}
+
     @contextlib.asynccontextmanager
     async def track(self) -> AsyncIterator[None]:
         """Count the current task as in-flight work until the block ends."""

@@ -456,7 +456,10 @@ async def test_bulk_overwrite_replaces_guild_commands(
     running = await launch(_ping_command(world.guild.id))
     [ping] = await fake.wait_for(lambda: fake.registered_commands(world.guild))
 
-    new = [{"name": "ping", "description": "Pong", "type": 1}, {"name": "stats", "type": 1}]
+    new = [
+        {"name": "ping", "description": "Pong", "type": 1},
+        {"name": "stats", "description": "Stats", "type": 1},
+    ]
     answer = await running.bot.http.bulk_upsert_guild_commands(
         fake.application_id, world.guild.id, new
     )

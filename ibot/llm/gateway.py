@@ -8,7 +8,9 @@ Every model call in iBot goes through `ModelGateway.complete`, which:
 3. writes the call's ledger row as `pending` (estimated tokens, cost 0: the budget
    holds the worst case meanwhile), then calls the backend (which retries transient
    failures itself), sending the row's call id as X-Client-Request-Id;
-4. prices the usage the backend measured, by the model that answered;
+4. prices the usage the backend measured, by the model that answered (the image tokens
+   the API leaves out of its usage are the gateway's own tile-formula estimate: see
+   `_with_image_estimate`);
 5. settles the reservation and completes that ledger row with the outcome, whatever it
    is (refusals, which send nothing, get their row directly);
 6. logs one line with feature, ids, model, tokens, cost, latency and request id.
@@ -66,6 +68,13 @@ LOCAL_FALLBACK_ERRORS = frozenset(
         ErrorKind.RATE_LIMIT,
         ErrorKind.QUOTA,
     }
+)
+
+
+# The note of a row whose image_tokens are our tile-formula estimate, OpenAI's usage having
+# none (`ModelGateway._with_image_estimate`).
+IMAGE_TOKENS_ESTIMATED_NOTE = (
+    "image_tokens estimated by the tile formula: the API's usage did not report them"
 )
 
 
@@ -246,6 +255,8 @@ class ModelGateway:
                     estimate_completion=lambda text: tokens.count_text(text, sent.model),
                 )
         except BackendError as err:
+            if err.usage is not None:
+                err.usage, _ = self._with_image_estimate(backend, err.usage, estimate)
             cost = self._error_cost(backend, err, sent.model)
             await asyncio.shield(self.budget.settle(reservation, cost))
             model = err.model if err.usage else None
@@ -272,6 +283,9 @@ class ModelGateway:
             )
             raise
 
+        usage, image_note = self._with_image_estimate(backend, response.usage, estimate)
+        response = replace(response, usage=usage)
+        notes = tuple(note for note in (plan.note, image_note) if note)
         cost = self._cost(backend, response)
         await asyncio.shield(self.budget.settle(reservation, cost))
         latency = self._clock() - started
@@ -283,7 +297,7 @@ class ModelGateway:
             status=status,
             latency_s=latency,
             cost=cost,
-            note=plan.note,
+            note="; ".join(notes) or None,
             call_id=sent.call_id,
             pending=pending,
         )
@@ -299,7 +313,7 @@ class ModelGateway:
             request_id=response.request_id,
             ledger_id=ledger_id,
             finish_reason=response.finish_reason,
-            notes=(plan.note,) if plan.note else (),
+            notes=notes,
         )
 
     def _local_plan_after(
@@ -393,6 +407,29 @@ class ModelGateway:
         if backend.name is Backend.LOCAL:
             return 0
         return self.prices.cost_micros(response.usage, response.model)
+
+    @staticmethod
+    def _with_image_estimate(
+        backend: ModelBackend, usage: Usage, estimate: Estimate
+    ) -> tuple[Usage, str | None]:
+        """`usage` with the images' tokens filled in from our estimate where OpenAI's
+        usage has none, and the row's note saying so (None: nothing filled in).
+
+        `prompt_tokens_details.image_tokens` is optional in the API's CompletionUsage and
+        its own examples, images included, leave it out (the backend reads it as 0); an
+        image always costs tokens, so a zero beside images sent means "not reported".
+        `prompt_tokens` still counts the images, so the cost (priced from it) stays the
+        API's; only the image_tokens column is ours, from the tile formula. The row's
+        usage_source stays that of the billed numbers (measured for an API usage object);
+        the note says the image count is an estimate. An estimated usage (a stream cut
+        before its usage chunk) gets the images too, without a note: all of it is ours.
+        """
+        if backend.name is Backend.LOCAL or usage.image_tokens or not estimate.image_tokens:
+            return usage, None
+        filled = replace(usage, image_tokens=estimate.image_tokens)
+        if usage.source is UsageSource.ESTIMATED:
+            return filled, None
+        return filled, IMAGE_TOKENS_ESTIMATED_NOTE
 
     def _error_cost(self, backend: ModelBackend, err: BackendError, model: str) -> int | None:
         if not err.usage or backend.name is Backend.LOCAL:

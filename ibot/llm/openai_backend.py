@@ -5,7 +5,13 @@ including `insufficient_quota`, which no retry can fix (it only burns minutes wh
 user waits), and it hides how many attempts were made. So the client is built with
 `max_retries=0` and this module decides: transient errors (429 rate limit, 5xx, 408,
 409, timeouts, dropped connections) are retried with the server's Retry-After when it
-gives one, else exponential back-off with jitter; everything else fails at once.
+gives one, else exponential back-off with jitter (0.5 s, 1 s, 2 s… each up to a quarter
+shorter, never over `retry_max_wait_s`); everything else fails at once. A 429 without
+Retry-After (the API does send some) tells the rate-limit listener, the gateway's pacer,
+to hold everyone for that back-off too, as a Retry-After would have.
+
+An error event in a stream (`data: {"error": …}`, which the client raises as a bare
+`openai.APIError`) is classified by its error type, a server_error as SERVER.
 
 The synchronous client is never used: it would block the Discord gateway heartbeat.
 Works with any OpenAI-compatible server through `base_url` (vLLM, Ollama, our fakes).
@@ -162,6 +168,19 @@ def classify(exc: BaseException) -> tuple[ErrorKind, str]:
         if status in (400, 404, 413, 422):
             return ErrorKind.BAD_REQUEST, message
         return ErrorKind.OTHER, message
+    if isinstance(exc, openai.APIError):
+        # An error event inside a 200 stream: no status, only the error object.
+        code = exc.code or exc.type or ""
+        detail = "stream error" + (f" ({code})" if code else "")
+        server_text = (exc.message or "")[:300]
+        message = f"{detail}: {server_text}" if server_text else detail
+        if code == "insufficient_quota":
+            return ErrorKind.QUOTA, message
+        if code in ("rate_limit_exceeded", "requests", "tokens"):
+            return ErrorKind.RATE_LIMIT, message
+        if code == "server_error":
+            return ErrorKind.SERVER, message
+        return ErrorKind.OTHER, message
     return ErrorKind.OTHER, type(exc).__name__
 
 
@@ -242,8 +261,10 @@ class OpenAIBackend:
                 headers = getattr(getattr(exc, "response", None), "headers", None)
                 retry_after = parse_retry_after(headers)
                 request_id = getattr(exc, "request_id", None)
-                self._saw_headers(headers, retry_after if kind is ErrorKind.RATE_LIMIT else None)
                 wait = self._retry_wait(kind, attempt, retry_after)
+                # How long the rate limit holds: the server's word, else our own back-off.
+                held_for = retry_after if retry_after is not None else wait
+                self._saw_headers(headers, held_for if kind is ErrorKind.RATE_LIMIT else None)
                 if wait is None:
                     raise BackendError(
                         kind,
@@ -387,7 +408,11 @@ def estimated_usage(
 
 
 def usage_from_api(usage: Any) -> Usage:
-    """Our Usage from the SDK's CompletionUsage (absent detail fields count as zero)."""
+    """Our Usage from the SDK's CompletionUsage (absent detail fields count as zero).
+
+    image_tokens is optional in the API's usage and often absent: the gateway then puts
+    its own estimate in the ledger (`ModelGateway._with_image_estimate`).
+    """
     details = getattr(usage, "prompt_tokens_details", None)
     return Usage(
         prompt_tokens=usage.prompt_tokens or 0,

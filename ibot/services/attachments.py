@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePath
 
+import structlog
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ibot.domain import Detail, ImageInput
 from ibot.pricing import fit_image
+
+log = structlog.get_logger("ibot.attachments")
 
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
@@ -120,7 +123,8 @@ async def process_one(
         return _skipped(source, "attachment.too_big")
     try:
         data = await source.read()
-    except Exception:
+    except Exception as err:  # 403/404 from the CDN, an expired signed URL, a network error
+        log.warning("attachment_download_failed", name=source.filename, error=str(err))
         return _skipped(source, "attachment.download_failed")
     if len(data) > limits.max_download_bytes:
         return _skipped(source, "attachment.too_big")

@@ -156,12 +156,24 @@ class ForumService:
             return "bot_author"
         if any(tag.casefold() in self.no_bot_tags for tag in post.tags):
             return "no_bot_tag"
+        if not post.content.strip() and not post.attachments:
+            # Nothing to answer: what a bot without the Message Content intent is shown
+            # of every post (Discord empties content and attachments), or a bare title.
+            return "empty_post"
         return None
 
     async def abandon(self, thread_id: int, reason: str) -> None:
         """The thread cannot be answered (its starter message never came, an internal
         error): failed, not retried automatically; the cog tells the member."""
         await self.store.finish(thread_id, ThreadState.FAILED, reason=reason)
+
+    async def undelivered(
+        self, thread_id: int, reason: str, outcome: ForumOutcome | None = None
+    ) -> None:
+        """Discord refused the thread's message (deleted, locked, no permission): failed,
+        with the model call's ledger row kept on the record; nothing more is posted."""
+        ledger_id = outcome.ledger_id if outcome is not None else None
+        await self.store.finish(thread_id, ThreadState.FAILED, ledger_id=ledger_id, reason=reason)
 
     async def posted(
         self, thread_id: int, outcome: ForumOutcome, *, message_id: int | None = None

@@ -2,8 +2,8 @@
 
 Discord cannot be reached from tests (or from the offline demo), so this one aiohttp app
 serves the REST API under /api/v10, the gateway websocket at /gateway and attachment
-bytes at /attachments/{id}/{filename}. It keeps Discord's rules where a bot can get them
-wrong in production:
+bytes at signed URLs, /attachments/{id}/{filename}?ex=…&is=…&hm=…& (cdn.py). It keeps
+Discord's rules where a bot can get them wrong in production:
 
 - gateway: HELLO → IDENTIFY → READY + GUILD_CREATE; RESUME replays what the client
   missed; dispatches are filtered by the identified intents (no GUILD_MEMBERS: only the
@@ -12,14 +12,34 @@ wrong in production:
   and in REST reads too when `privileged_intents` (the developer portal) lacks it);
   asking for a privileged intent the portal does not allow closes with 4014;
 - the bot's own messages come back as MESSAGE_CREATE (a bot must ignore itself);
+- forum posts: the starter message before, after or well after THREAD_CREATE
+  (`create_forum_thread(starter=…)`, `deliver_starter`); a thread the bot is merely
+  added to comes as THREAD_CREATE without `newly_created` (`add_bot_to_thread`);
+- threads: posting in an archived thread unarchives it (THREAD_UPDATE); a locked one
+  refuses a bot without MANAGE_THREADS (403 50013; 400 50083 when also archived); a
+  deleted one answers 404 10003 (THREAD_DELETE sent);
+- attachments: a URL past its `ex`, or badly signed, answers 404 like Discord's CDN;
 - messages: 2000-character content, embed limits (title 256, description 4096, 25
-  fields, 6000 in all, 10 embeds) and empty messages answer Discord's 400s;
-  allowed_mentions decides who is listed in `mentions`;
+  fields, 6000 in all, 10 embeds) and empty messages answer Discord's 400s, 50035
+  with Discord's `errors` tree (validation.py); allowed_mentions decides who is
+  listed in `mentions`;
+- rate limits (ratelimits.py, `fake.rate_limits`): a bucket per route and top-level
+  resource (5 messages per 5 s per channel…), its X-RateLimit-* headers on every
+  answer, and a 429 (scope `user`) for a request over it;
+- permissions: computed per channel with its overwrites
+  (`world.set_permission_overwrite`; ADMINISTRATOR bypasses them): interactions'
+  `member.permissions` and
+  `app_permissions`, and REST's 403s (50001 without VIEW_CHANNEL, 50013 without
+  SEND_MESSAGES, or SEND_MESSAGES_IN_THREADS in a thread);
 - interactions: acknowledge within 3 s and only once; follow-ups need an acknowledged
   interaction; the first follow-up after a deferral fills the "thinking…" message and
-  keeps the deferral's ephemerality;
-- faults on demand (`fake.faults`): 429 with `Via`, 5xx, the forum starter-message race
-  (404 10008), and `drop_gateway(replay_last=N)` for duplicate deliveries.
+  keeps the deferral's ephemerality; the token's webhook answers 401 50027 after 15
+  minutes (`token_lifetime_s`, on `fake.clock`); at most 25 autocomplete choices;
+- commands: stored and answered reshaped as Discord does (command_shapes.py), never
+  echoed; at most 25 options and 25 choices;
+- faults on demand (`fake.faults`): 429 with `Via` (per-route, global, shared), 5xx,
+  the forum starter-message race (404 10008), a CDN download answering 403/404, and
+  `drop_gateway(replay_last=N)` for duplicate deliveries.
 
 Example::
 
@@ -60,13 +80,21 @@ in world.py, which FakeDiscord forwards them to):
 - world: ``create_user``, ``create_guild``, ``create_role``, ``create_member``,
   ``create_text_channel``, ``create_forum``, ``add_attachment``;
 - users' actions (async, return once the client was sent the events):
-  ``create_forum_thread``, ``post_message``, ``archive_thread``, ``invoke_slash`` (→
+  ``create_forum_thread`` (``starter="before"|"after"|"late"``, ``starter_misses``,
+  ``announce``), ``deliver_starter``, ``add_bot_to_thread``, ``post_message``,
+  ``archive_thread``, ``lock_thread``, ``delete_thread``, ``invoke_slash`` (→
   ``InteractionHandle``), ``dispatch``, ``drop_gateway``;
+- switches: ``privileged_intents`` (the developer portal's, changeable at any time),
+  ``expire_attachment_urls()`` (the CDN's clock passes every URL handed out),
+  ``clock`` (the fake's time, for the acknowledgement window, token lifetime, buckets
+  and lasting faults), ``token_lifetime_s``, ``rate_limits`` (``enabled``, ``limits``,
+  ``refused``), ``world.set_permission_overwrite``;
 - inspection: ``messages_in``, ``history``, ``sent_by_bot``, ``message``,
   ``registered_commands``, ``interactions``, ``requests``, ``requests_to``,
-  ``unknown_routes``, ``identify_payloads``, ``resume_payloads``; ``wait_for``, ``flush``;
-- faults: ``fake.faults.rate_limit``, ``server_error``, ``error``,
-  ``starter_message_race``, ``clear``.
+  ``unknown_routes``, ``downloads``, ``identify_payloads``, ``resume_payloads``;
+  ``wait_for``, ``flush``;
+- faults: ``fake.faults.rate_limit``, ``global_rate_limit``, ``shared_rate_limit``,
+  ``server_error``, ``error``, ``starter_message_race``, ``attachment_error``, ``clear``.
 """
 
 from ibot.testing.fake_discord.constants import (

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ibot.testing.fake_discord.command_shapes import localized_view, reshape
 from ibot.testing.fake_discord.constants import (
+    INVALID_FORM_BODY,
     UNKNOWN_APPLICATION_COMMAND,
     UNKNOWN_GUILD,
     UNKNOWN_USER,
 )
 from ibot.testing.fake_discord.model import Json
+from ibot.testing.fake_discord.validation import command_errors
 from ibot.testing.fake_discord.wire import ApiError, RecordedRequest, json_response, no_content
 
 if TYPE_CHECKING:
@@ -72,6 +75,17 @@ class ApplicationRoutes:
                 "flags": fake._application_flags(),
                 "summary": "",
                 "bot": fake.bot_user.payload(),
+                # the rest of PrivateApplicationResponse's required fields
+                "type": None,
+                "flags_new": str(fake._application_flags()),
+                "redirect_uris": [],
+                "interactions_endpoint_url": None,
+                "role_connections_verification_url": None,
+                "approximate_guild_count": len(fake.guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "eligible_oauth2_scopes": [],
+                "explicit_content_filter": 0,
             }
         )
 
@@ -85,22 +99,37 @@ class ApplicationRoutes:
             raise ApiError(404, UNKNOWN_GUILD, "Unknown Guild")
         return self.fake._commands.setdefault(key, [])
 
-    def _stored_command(self, body: Json, gid: str | None, cid: int | None = None) -> Json:
-        command = dict(body)
-        command.setdefault("type", 1)
-        command.update(
-            id=str(cid or self.fake._snowflakes.next()),
-            application_id=str(self.fake.application_id),
-            version=str(self.fake._snowflakes.next()),
+    def _stored_command(
+        self, body: Json, gid: str | None, cid: int | None = None, previous: Json | None = None
+    ) -> Json:
+        """The command Discord makes of a registration (command_shapes.py): reshaped,
+        not echoed; its `version` kept when nothing changed."""
+        return reshape(
+            body,
+            guild_id=int(gid) if gid else None,
+            application_id=self.fake.application_id,
+            command_id=cid or self.fake._snowflakes.next(),
+            previous=previous,
+            next_version=self.fake._snowflakes.next,
         )
-        if gid:
-            command["guild_id"] = str(gid)
-        return command
+
+    @staticmethod
+    def _check_bodies(bodies: list[Json], *, bulk: bool) -> None:
+        """Discord's 400 50035 for a command it refuses (validation.command_errors);
+        a bulk overwrite's errors are keyed by the command's index."""
+        errors = {str(i): e for i, body in enumerate(bodies) if (e := command_errors(body))}
+        if errors:
+            raise ApiError(
+                400, INVALID_FORM_BODY, "Invalid Form Body", errors if bulk else errors["0"]
+            )
 
     async def list_commands(
         self, call: RecordedRequest, app: str, gid: str | None = None
     ) -> web.Response:
-        return json_response(self._commands(app, gid))
+        commands = self._commands(app, gid)
+        if call.query.get("with_localizations") in ("true", "True", "1"):
+            return json_response(commands)
+        return json_response([localized_view(c) for c in commands])
 
     async def upsert_command(
         self, call: RecordedRequest, app: str, gid: str | None = None
@@ -108,9 +137,10 @@ class ApplicationRoutes:
         """POST creates, or overwrites the command with the same name and type (200)."""
         commands = self._commands(app, gid)
         body = call.json or {}
+        self._check_bodies([body], bulk=False)
         for index, old in enumerate(commands):
             if old["name"] == body.get("name") and old["type"] == body.get("type", 1):
-                commands[index] = self._stored_command(body, gid, int(old["id"]))
+                commands[index] = self._stored_command(body, gid, int(old["id"]), old)
                 return json_response(commands[index])
         commands.append(self._stored_command(body, gid))
         return json_response(commands[-1], 201)
@@ -119,11 +149,13 @@ class ApplicationRoutes:
         self, call: RecordedRequest, app: str, gid: str | None = None
     ) -> web.Response:
         commands = self._commands(app, gid)
-        old_ids = {(c["name"], c["type"]): int(c["id"]) for c in commands}
+        self._check_bodies(list(call.json or []), bulk=True)
+        old = {(c["name"], c["type"]): c for c in commands}
         new = []
         for body in call.json or []:
-            old_id = old_ids.get((body.get("name"), body.get("type", 1)))
-            new.append(self._stored_command(body, gid, old_id))
+            previous = old.get((body.get("name"), body.get("type", 1)))
+            old_id = int(previous["id"]) if previous else None
+            new.append(self._stored_command(body, gid, old_id, previous))
         commands[:] = new
         return json_response(new)
 
@@ -145,7 +177,8 @@ class ApplicationRoutes:
     ) -> web.Response:
         commands, index = self._find_command(app, gid, cmd)
         merged = {**commands[index], **(call.json or {})}
-        commands[index] = self._stored_command(merged, gid, int(cmd))
+        self._check_bodies([merged], bulk=False)
+        commands[index] = self._stored_command(merged, gid, int(cmd), commands[index])
         return json_response(commands[index])
 
     async def delete_command(

@@ -159,8 +159,12 @@ UNKNOWN_USER = 10013
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_APPLICATION_COMMAND = 10063
 UNKNOWN_INTERACTION = 10062
+MISSING_ACCESS = 50001
 CANNOT_EDIT_OTHERS_MESSAGE = 50005
 CANNOT_SEND_EMPTY_MESSAGE = 50006
+MISSING_PERMISSIONS = 50013
+THREAD_ARCHIVED = 50083  # "Tried to perform an operation on an archived thread"
+INVALID_WEBHOOK_TOKEN = 50027
 INVALID_FORM_BODY = 50035
 INTERACTION_ALREADY_ACKNOWLEDGED = 40060
 REQUEST_ENTITY_TOO_LARGE = 40005
@@ -178,3 +182,12 @@ MAX_FOOTER_TEXT = 2048
 MAX_AUTHOR_NAME = 256
 MAX_FILES = 10
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+
+# Application command limits (application-commands.mdx): options per command or
+# sub-command, choices per option, and choices in an autocomplete result.
+MAX_COMMAND_OPTIONS = 25
+MAX_CHOICES = 25
+
+#: How long an interaction token opens its webhook (receiving-and-responding.mdx:
+#: "Interaction tokens are valid for 15 minutes").
+INTERACTION_TOKEN_LIFETIME_S = 15 * 60

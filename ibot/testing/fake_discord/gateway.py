@@ -4,6 +4,14 @@ Every dispatch is appended to its session's history with the next sequence numbe
 writer task per connection sends the history in order. A RESUME points the new
 connection's cursor just after the client's `seq`, which replays whatever it missed, and
 `drop()` can move it further back so the client sees duplicates, as real Discord may.
+Sessions last until the client closes with 1000/1001 or `expire_sessions()` expires the
+ones with no live connection, as Discord does a few minutes after a connection is lost:
+a RESUME of an expired session is answered op 9 INVALID_SESSION `d: false`, and what it
+had not received is never sent (`hold_resumes` keeps a reconnecting client waiting, so a
+test can act during the gap). A guild can be unavailable (`make_unavailable`: an outage,
+or a guild that loads late): its events are not sent, a new session's READY lists it
+`unavailable: true` without its GUILD_CREATE (an outage sends GUILD_DELETE instead), and
+`make_available` sends its GUILD_CREATE.
 Frames are plain-text JSON (the client's `compress=zlib-stream` is ignored: nextcord
 only inflates binary frames).
 """
@@ -20,7 +28,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import WSMsgType, web
 
+from ibot.testing.fake_discord import event_check
 from ibot.testing.fake_discord.constants import EVENT_INTENTS, PRIVILEGED_INTENTS, Intent, Op
+from ibot.testing.fake_discord.event_fields import CLOSE_CODES
 
 if TYPE_CHECKING:
     from ibot.testing.fake_discord.server import FakeDiscord
@@ -74,6 +84,7 @@ class GatewaySession:
         return needed is None or bool(self.intents & needed)
 
     def push(self, event: str, data: Json) -> Frame:
+        event_check.check(event, data)  # against the docs' field tables (tests only)
         self.seq += 1
         frame = Frame(self.seq, event, data)
         self.history.append(frame)
@@ -90,6 +101,13 @@ class Gateway:
         self.connections: list[Connection] = []
         self.identify_payloads: list[Json] = []
         self.resume_payloads: list[Json] = []
+        #: The answer to each RESUME, as sent: op 9 `d: false`, or the RESUMED dispatch.
+        self.resume_replies: list[Json] = []
+        #: While True, a RESUME waits before it is answered (the client is still away).
+        self.hold_resumes = False
+        #: Unavailable guilds: id → True for an outage (a new session is sent GUILD_DELETE
+        #: for it), False for a guild that loads late (nothing until it is available).
+        self.unavailable_guilds: dict[int, bool] = {}
 
     # -- dispatching ---------------------------------------------------------------
 
@@ -97,10 +115,55 @@ class Gateway:
         self, event: str, data: Json, shape: Callable[[GatewaySession], Json] | None
     ) -> None:
         """Append `event` to every session whose intents allow it (shaped per session)."""
+        if self._in_unavailable_guild(data):
+            return  # lost, as on Discord: the guild's GUILD_CREATE tells its state when back
         for session in self.sessions.values():
             if session.allows(event):
                 session.push(event, shape(session) if shape else data)
         self._fake._signal.notify()
+
+    def _in_unavailable_guild(self, data: Json) -> bool:
+        guild_id = data.get("guild_id")
+        return guild_id is not None and int(guild_id) in self.unavailable_guilds
+
+    # -- sessions and guild availability ---------------------------------------------
+
+    @staticmethod
+    def _live(session: GatewaySession) -> bool:
+        conn = session.conn
+        return conn is not None and not conn.closed and not conn.dropped
+
+    def expire_sessions(self) -> int:
+        """Expire every session with no live connection (Discord keeps one a few minutes
+        after its connection is lost): its RESUME is answered op 9 `d: false`, and what it
+        had not received, or is dispatched from now on, never reaches it. Returns how many.
+        """
+        expired = [s for s in self.sessions.values() if not self._live(s)]
+        for session in expired:
+            del self.sessions[session.id]
+        self._fake._signal.notify()
+        return len(expired)
+
+    def set_hold_resumes(self, hold: bool) -> None:
+        self.hold_resumes = hold
+        self._fake._signal.notify()
+
+    def make_unavailable(self, guild_id: int, *, outage: bool) -> None:
+        """The guild becomes unavailable: every session is sent GUILD_DELETE with the
+        unavailable guild object, and the guild's events are lost until `make_available`.
+        A session that identifies meanwhile finds it `unavailable: true` in READY, then
+        gets GUILD_DELETE for it if `outage`, else nothing (the guild loads late)."""
+        self.dispatch("GUILD_DELETE", {"id": str(guild_id), "unavailable": True}, None)
+        self.unavailable_guilds[guild_id] = outage
+
+    def make_available(self, guild_id: int) -> None:
+        """The guild is back (or loaded): GUILD_CREATE, with `unavailable: false`."""
+        self.unavailable_guilds.pop(guild_id, None)
+        world = self._fake.world
+        guild = world.guilds[guild_id]
+        self.dispatch(
+            "GUILD_CREATE", {}, lambda s: guild.create_payload(world.visible_members(guild, s))
+        )
 
     def delivered(self) -> bool:
         """True once every live connection has written all it owes."""
@@ -118,10 +181,33 @@ class Gateway:
                 if transport is not None:
                     transport.abort()
             else:
+                if code in CLOSE_CODES and not CLOSE_CODES[code].resumable:
+                    # The docs' close codes: no RESUME after this one (op 9 answers it).
+                    self.sessions.pop(conn.session.id, None)
                 await conn.ws.close(code=code, message=b"dropped by FakeDiscord")
         return len(live)
 
+    async def request_reconnect(self) -> int:
+        """Send op 7 RECONNECT on every live connection, as Discord does before it moves
+        a session: the client closes, reconnects and RESUMEs. Returns how many."""
+        live = [c for c in self.connections if not c.closed and c.session]
+        for conn in live:
+            await self._send(conn, {"op": Op.RECONNECT, "d": None})
+        return len(live)
+
+    async def invalidate_sessions(self, *, resumable: bool) -> int:
+        """Send op 9 INVALID_SESSION `d: resumable` on every live connection; with False
+        the sessions end (a RESUME is refused: the client must IDENTIFY again)."""
+        live = [c for c in self.connections if not c.closed and c.session]
+        for conn in live:
+            assert conn.session is not None
+            if not resumable:
+                self.sessions.pop(conn.session.id, None)
+            await self._send(conn, {"op": Op.INVALID_SESSION, "d": resumable})
+        return len(live)
+
     async def close_all(self) -> None:
+        self.set_hold_resumes(False)  # a held RESUME must not keep its handler waiting
         for conn in list(self.connections):
             if not conn.closed:
                 conn.dropped = True
@@ -220,14 +306,24 @@ class Gateway:
         session.push("READY", self._ready_payload(session))
         if intents & Intent.GUILDS:
             for payload in self._fake.world.guild_create_payloads(session):
-                session.push("GUILD_CREATE", payload)
+                outage = self.unavailable_guilds.get(int(payload["id"]))
+                if outage is None:
+                    session.push("GUILD_CREATE", payload)
+                elif outage:
+                    session.push("GUILD_DELETE", {"id": payload["id"], "unavailable": True})
         self._fake._signal.notify()
 
     async def _resume(self, conn: Connection, data: Json) -> None:
         self.resume_payloads.append(data)
+        self._fake._signal.notify()
+        await self._fake._signal.wait_until(lambda: not self.hold_resumes, timeout=None)
         session = self.sessions.get(str(data.get("session_id")))
         if session is None or not self._fake._token_ok(data.get("token")):
-            await self._send(conn, {"op": Op.INVALID_SESSION, "d": False})
+            # Expired (or never was): the client must IDENTIFY anew; the gap is lost.
+            refused: Json = {"op": Op.INVALID_SESSION, "d": False}
+            await self._send(conn, refused)
+            self.resume_replies.append(refused)
+            self._fake._signal.notify()
             return
         client_seq = int(data.get("seq") or 0)
         after = next(
@@ -243,7 +339,8 @@ class Gateway:
             await old.ws.close(code=4000, message=b"session resumed elsewhere")
         self._bind(conn, session, cursor=after)
         conn.backlog = list(replay)
-        session.push("RESUMED", {"_trace": ["fake-discord"]})
+        resumed = session.push("RESUMED", {"_trace": ["fake-discord"]})
+        self.resume_replies.append(json.loads(resumed.text()))
         self._fake._signal.notify()
 
     def _ready_payload(self, session: GatewaySession) -> Json:

@@ -12,13 +12,13 @@ like every other message the bot writes.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ibot.testing.fake_discord.constants import (
     INTERACTION_ALREADY_ACKNOWLEDGED,
+    INVALID_WEBHOOK_TOKEN,
     UNKNOWN_INTERACTION,
     UNKNOWN_MESSAGE,
     UNKNOWN_WEBHOOK,
@@ -28,6 +28,7 @@ from ibot.testing.fake_discord.constants import (
 from ibot.testing.fake_discord.interactions import InteractionHandle
 from ibot.testing.fake_discord.message_bodies import apply_edit, new_message_files
 from ibot.testing.fake_discord.model import Json, StoredMessage
+from ibot.testing.fake_discord.validation import check_choices
 from ibot.testing.fake_discord.wire import ApiError, RecordedRequest, json_response, no_content
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class InteractionRoutes:
         handle = fake._interactions_by_id.get(int(iid))
         if handle is None or handle.token != token:
             raise ApiError(404, UNKNOWN_INTERACTION, "Unknown interaction")
-        if time.monotonic() - handle.created_at > fake.ack_window_s:
+        if fake.clock() - handle.created_at > fake.ack_window_s:
             handle.rejected.append(("callback", UNKNOWN_INTERACTION))
             raise ApiError(404, UNKNOWN_INTERACTION, "Unknown interaction")
         if handle.callbacks:
@@ -56,6 +57,8 @@ class InteractionRoutes:
         body = dict(call.json or {})
         data = dict(body.get("data") or {})
         kind = body.get("type")
+        if kind == InteractionCallback.AUTOCOMPLETE_RESULT:
+            check_choices(data.get("choices"), ("data", "choices"))
         if kind == InteractionCallback.CHANNEL_MESSAGE_WITH_SOURCE:
             files = new_message_files(fake, call, data)
             handle.original = fake.message_store.create_for_interaction(
@@ -130,9 +133,15 @@ class InteractionRoutes:
     # -- lookups -------------------------------------------------------------------
 
     def _by_token(self, app: str, token: str) -> InteractionHandle:
-        handle = self.fake._interactions_by_token.get(token)
-        if handle is None or int(app) != self.fake.application_id:
+        """The interaction whose token this is, while the token lives: 15 minutes after
+        the interaction, Discord answers 401 Invalid Webhook Token (50027)."""
+        fake = self.fake
+        handle = fake._interactions_by_token.get(token)
+        if handle is None or int(app) != fake.application_id:
             raise ApiError(404, UNKNOWN_WEBHOOK, "Unknown Webhook")
+        if fake.clock() - handle.created_at > fake.token_lifetime_s:
+            handle.rejected.append(("webhook", INVALID_WEBHOOK_TOKEN))
+            raise ApiError(401, INVALID_WEBHOOK_TOKEN, "Invalid Webhook Token")
         return handle
 
     def _webhook_message(self, handle: InteractionHandle, mid: str) -> StoredMessage:

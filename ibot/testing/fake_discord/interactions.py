@@ -5,6 +5,12 @@ Discord's rules the fake keeps, because a bot that breaks them fails in producti
 - the bot must acknowledge (callback) within `ack_window_s` (3 s) of the interaction,
   else 404 Unknown interaction (10062), and only once, else 400 (40060);
 - follow-ups need an acknowledged interaction, else 404 Unknown Webhook (10015);
+- the token opens the webhook for 15 minutes (`token_lifetime_s`, on the fake's
+  `clock`): later follow-ups, reads, edits and deletes get 401 Invalid Webhook Token
+  (50027);
+- an autocomplete result holds at most 25 choices (400 50035 otherwise);
+- `member.permissions` and `app_permissions` are computed in the interaction's channel,
+  its overwrites included (FakeGuild.permissions_in);
 - after a deferral (type 5) the first follow-up *fills* the "thinking…" message: it
   becomes the original response and keeps the deferral's ephemerality, whatever flags
   it asks for; later follow-ups are new messages with their own flags, and so is the
@@ -14,12 +20,12 @@ Discord's rules the fake keeps, because a bot that breaks them fails in producti
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ibot.testing.fake_discord.constants import (
+    MAX_UPLOAD_BYTES,
     InteractionCallback,
     MessageFlag,
     OptionType,
@@ -120,7 +126,7 @@ def build_interaction(
     """
     interaction_id = fake._snowflakes.next()
     token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
-    data_options, resolved = _encode_options(fake, guild, command, options)
+    data_options, resolved = _encode_options(fake, guild, channel, member, command, options)
     data: Json = {
         "id": command["id"],
         "name": command["name"],
@@ -133,7 +139,9 @@ def build_interaction(
         data["guild_id"] = str(command["guild_id"])
     bot_member = guild.members[fake.bot_user.id]
     member_payload = member.payload()
-    member_payload["permissions"] = str(guild.permissions_of(member))
+    # "Guild member data for the invoking user, including permissions": in this channel,
+    # overwrites included, as is app_permissions (the bot's, "in the source location").
+    member_payload["permissions"] = str(guild.permissions_in(member, channel))
     payload: Json = {
         "id": str(interaction_id),
         "application_id": str(fake.application_id),
@@ -145,25 +153,31 @@ def build_interaction(
         "member": member_payload,
         "token": token,
         "version": 1,
-        "app_permissions": str(guild.permissions_of(bot_member)),
+        "app_permissions": str(guild.permissions_in(bot_member, channel)),
         "locale": locale,
         "guild_locale": "fr",
         "entitlements": [],
         "authorizing_integration_owners": {"0": str(guild.id)},
         "context": 0,
+        "attachment_size_limit": MAX_UPLOAD_BYTES,
     }
     return InteractionHandle(
         id=interaction_id,
         token=token,
         name=command["name"],
         payload=payload,
-        created_at=time.monotonic(),
+        created_at=fake.clock(),
         _fake=fake,
     )
 
 
 def _encode_options(
-    fake: FakeDiscord, guild: FakeGuild, command: Json, options: Mapping[str, Any]
+    fake: FakeDiscord,
+    guild: FakeGuild,
+    channel: FakeChannel,
+    member: FakeMember,
+    command: Json,
+    options: Mapping[str, Any],
 ) -> tuple[list[Json], Json]:
     definitions = {o["name"]: o for o in command.get("options", [])}
     unknown = set(options) - set(definitions)
@@ -177,7 +191,7 @@ def _encode_options(
     for name, value in options.items():
         kind = definitions[name]["type"]
         encoded.append({"name": name, "type": kind, "value": _encode_value(kind, value)})
-        _resolve(fake, guild, kind, value, resolved)
+        _resolve(guild, channel, member, kind, value, resolved)
     return encoded, resolved
 
 
@@ -195,8 +209,17 @@ def _encode_value(kind: int, value: Any) -> Any:
     return value
 
 
-def _resolve(fake: FakeDiscord, guild: FakeGuild, kind: int, value: Any, resolved: Json) -> None:
-    """Fill `data.resolved` the way Discord does for object-typed options."""
+def _resolve(
+    guild: FakeGuild,
+    channel: FakeChannel,
+    invoker: FakeMember,
+    kind: int,
+    value: Any,
+    resolved: Json,
+) -> None:
+    """Fill `data.resolved` the way Discord does for object-typed options: a member's
+    permissions in the interaction's channel; a channel's `permissions`, the invoking
+    user's computed permissions in it (channel.mdx)."""
     if isinstance(value, StoredAttachment):
         resolved.setdefault("attachments", {})[str(value.id)] = value.payload(ephemeral=True)
     elif isinstance(value, FakeMember | FakeUser):
@@ -205,14 +228,14 @@ def _resolve(fake: FakeDiscord, guild: FakeGuild, kind: int, value: Any, resolve
         member = guild.members.get(user.id)
         if member is not None:
             member_payload = member.payload(with_user=False)
-            member_payload["permissions"] = str(guild.permissions_of(member))
+            member_payload["permissions"] = str(guild.permissions_in(member, channel))
             resolved.setdefault("members", {})[str(user.id)] = member_payload
     elif isinstance(value, FakeRole):
         resolved.setdefault("roles", {})[str(value.id)] = value.payload()
     elif isinstance(value, FakeChannel):
-        channel = value.payload()
-        channel["permissions"] = str(guild.permissions_of(guild.members[fake.bot_user.id]))
-        resolved.setdefault("channels", {})[str(value.id)] = channel
+        payload = value.payload()
+        payload["permissions"] = str(guild.permissions_in(invoker, value))
+        resolved.setdefault("channels", {})[str(value.id)] = payload
     elif kind == OptionType.ATTACHMENT:
         raise TypeError("an attachment option needs a StoredAttachment (fake.add_attachment)")
 

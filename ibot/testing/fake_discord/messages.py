@@ -131,7 +131,13 @@ class MessageStore:
                     400,
                     INVALID_FORM_BODY,
                     "Invalid Form Body",
-                    {"message_reference": {"_errors": [{"code": "REPLIES_UNKNOWN_MESSAGE"}]}},
+                    {
+                        "message_reference": {
+                            "_errors": [
+                                {"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}
+                            ]
+                        }
+                    },
                 )
             data["type"] = 19
             data["message_reference"] = {

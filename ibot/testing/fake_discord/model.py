@@ -18,6 +18,7 @@ from ibot.testing.fake_discord.constants import (
     ADMINISTRATOR,
     ALL_PERMISSIONS,
     DISCORD_EPOCH_MS,
+    VIEW_CHANNEL,
     ChannelType,
     MessageFlag,
 )
@@ -70,6 +71,8 @@ class FakeUser:
             "avatar": None,
             "bot": self.bot,
             "public_flags": 0,
+            "flags": 0,  # required in the OpenAPI file's UserResponse, as is primary_guild
+            "primary_guild": None,
         }
 
 
@@ -93,7 +96,7 @@ class FakeRole:
             "permissions": str(self.permissions),
             "position": self.position,
             "color": 0,
-            "colors": {"primary_color": 0},
+            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
             "hoist": False,
             "managed": self.bot_id is not None,
             "mentionable": False,
@@ -132,6 +135,7 @@ class FakeMember:
             "joined_at": self.joined_at,
             "nick": self.nick,
             "avatar": None,
+            "banner": None,
             "premium_since": None,
             "deaf": False,
             "mute": False,
@@ -164,6 +168,9 @@ class FakeChannel:
     last_message_id: int | None = None
     created_at: str = field(default_factory=iso_now)
     archive_timestamp: str = field(default_factory=iso_now)
+    #: Overwrite objects (channel.mdx): {id, type 0 role / 1 member, allow, deny}; a
+    #: thread has none of its own and takes its parent's (threads.mdx, Permissions).
+    permission_overwrites: list[Json] = field(default_factory=list)
 
     @property
     def is_thread(self) -> bool:
@@ -213,7 +220,7 @@ class FakeChannel:
             parent_id=None,
             topic=self.topic,
             nsfw=False,
-            permission_overwrites=[],
+            permission_overwrites=[dict(o) for o in self.permission_overwrites],
             default_auto_archive_duration=4320,
         )
         if self.type == ChannelType.GUILD_FORUM:
@@ -248,6 +255,43 @@ class FakeGuild:
                 bits |= role.permissions
         return ALL_PERMISSIONS if bits & ADMINISTRATOR else bits
 
+    def permissions_in(self, member: FakeMember, channel: FakeChannel) -> int:
+        """The member's permission bits in the channel, overwrites included, as the
+        docs' permissions topic computes them: the guild-level bits (ADMINISTRATOR and
+        the owner have every bit, whatever the overwrites), then the @everyone
+        overwrite, then the member's role overwrites together, then the member's own;
+        a thread uses its parent's overwrites. ADMINISTRATOR is a guild permission: an
+        overwrite cannot grant it. What interactions carry as `member.permissions` and
+        `app_permissions`: implicit permissions not applied (`allows` applies them)."""
+        bits = self.permissions_of(member)
+        if bits & ADMINISTRATOR:
+            return ALL_PERMISSIONS
+        source = self.channels.get(channel.parent_id or 0) if channel.is_thread else channel
+        overwrites = {int(o["id"]): o for o in (source.permission_overwrites if source else [])}
+
+        def apply(overwrite: Json | None, bits: int) -> int:
+            if overwrite is None:
+                return bits
+            allow = int(overwrite.get("allow") or 0) & ~ADMINISTRATOR
+            return (bits & ~int(overwrite.get("deny") or 0)) | allow
+
+        bits = apply(overwrites.get(self.id), bits)  # @everyone has the guild's id
+        allow = deny = 0
+        for role_id in member.role_ids:
+            role_overwrite = overwrites.get(role_id)
+            if role_overwrite is not None and int(role_overwrite.get("type", 0)) == 0:
+                allow |= int(role_overwrite.get("allow") or 0)
+                deny |= int(role_overwrite.get("deny") or 0)
+        bits = (bits & ~deny) | (allow & ~ADMINISTRATOR)
+        own = overwrites.get(member.id)
+        return apply(own if own is not None and int(own.get("type", 1)) == 1 else None, bits)
+
+    def allows(self, member: FakeMember, channel: FakeChannel, permission: int) -> bool:
+        """Whether the member has `permission` in the channel, implicit permissions
+        included: nothing at all without VIEW_CHANNEL."""
+        bits = self.permissions_in(member, channel)
+        return bool(bits & VIEW_CHANNEL) and bits & permission == permission
+
     def create_payload(self, members: list[FakeMember]) -> Json:
         """The GUILD_CREATE body, with the members this session may see."""
         channels = [c for c in self.channels.values() if not c.is_thread]
@@ -257,6 +301,7 @@ class FakeGuild:
             "name": self.name,
             "icon": None,
             "splash": None,
+            "discovery_splash": None,
             "banner": None,
             "description": None,
             "owner_id": str(self.owner_id),
@@ -271,6 +316,13 @@ class FakeGuild:
             "preferred_locale": "fr",
             "system_channel_id": None,
             "system_channel_flags": 0,
+            "application_id": None,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "vanity_url_code": None,
+            "premium_progress_bar_enabled": False,
+            "incidents_data": None,
             "features": [],
             "emojis": [],
             "stickers": [],
@@ -286,6 +338,7 @@ class FakeGuild:
             "voice_states": [],
             "stage_instances": [],
             "guild_scheduled_events": [],
+            "soundboard_sounds": [],
         }
 
 
@@ -310,8 +363,9 @@ class StoredAttachment:
             "url": self.url,
             "proxy_url": self.url,
             "content_type": self.content_type,
-            "description": self.description,
         }
+        if self.description is not None:  # a string when present, never null
+            data["description"] = self.description
         if self.width is not None:
             data.update(width=self.width, height=self.height)
         if ephemeral:

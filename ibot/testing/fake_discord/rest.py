@@ -1,8 +1,11 @@
 """REST routes under /api/v10: the route table, and the channel and message routes.
 
 One catch-all aiohttp handler records the request, applies armed faults, checks the
-bot token, then routes with a small regex table; anything unmatched is a JSON 404 kept
-in `FakeDiscord.unknown_routes`, so a route the bot needs and the fake lacks shows up.
+bot token, counts the request against its route's rate-limit bucket (ratelimits.py:
+its X-RateLimit-* headers on the answer, a 429 when spent), then routes with a small
+regex table; anything unmatched is a JSON 404 kept in `FakeDiscord.unknown_routes`, so
+a route the bot needs and the fake lacks shows up. The bot's permissions in a channel,
+overwrites included, answer 403 50001 / 50013 as Discord does (`RestApi._require`).
 `RestApi.handle` is the one place a request comes in (its body parsed by wire.py) and
 its answer goes out, faults and Discord's error bodies included.
 
@@ -23,19 +26,30 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
+from ibot.testing import spec_violations
 from ibot.testing.fake_discord.application_routes import ApplicationRoutes
 from ibot.testing.fake_discord.constants import (
+    ADD_REACTIONS,
     CANNOT_EDIT_OTHERS_MESSAGE,
     INVALID_FORM_BODY,
+    MANAGE_THREADS,
+    MISSING_ACCESS,
+    MISSING_PERMISSIONS,
+    SEND_MESSAGES,
+    SEND_MESSAGES_IN_THREADS,
+    THREAD_ARCHIVED,
     UNKNOWN_CHANNEL,
     UNKNOWN_GUILD,
     UNKNOWN_MEMBER,
     UNKNOWN_MESSAGE,
+    VIEW_CHANNEL,
     ChannelType,
 )
 from ibot.testing.fake_discord.interaction_routes import InteractionRoutes
 from ibot.testing.fake_discord.message_bodies import apply_edit, new_message_files
 from ibot.testing.fake_discord.model import FakeChannel, FakeGuild, StoredMessage
+from ibot.testing.fake_discord.ratelimits import template
+from ibot.testing.fake_discord.validation import leaf_error
 from ibot.testing.fake_discord.wire import (
     ApiError,
     RecordedRequest,
@@ -136,32 +150,83 @@ class RestApi:
         except ApiError as exc:
             response = error_response(exc.status, exc.code, exc.message, exc.errors)
         call.status = response.status
+        if spec_violations.enabled():  # the test suite's check against Discord's OpenAPI file
+            from ibot.testing.openapi_check import check_discord_exchange
+
+            check_discord_exchange(request.method, path, request.content_type, body, response)
         fake._signal.notify()
         return response
 
     async def _answer(self, request: web.Request, call: RecordedRequest) -> web.Response:
+        """Armed faults first, then the route, counted against its rate-limit bucket
+        (ratelimits.py): a spent bucket answers 429 and the route does not run; every
+        answer of a route carries its bucket's X-RateLimit-* headers."""
+        found = self._route(call)
+        limits = self.fake.rate_limits
         faulted = self.fake.faults.take(call.method, call.path)
         if faulted is not None:
             fault, response = faulted
             call.fault = fault.kind
+            if found is not None and limits.enabled and response.status == 429:
+                self._complete_429(response, call.method, found[0], found[3])
             return response
+        if found is None:
+            self.fake.unknown_routes.append(call)
+            return error_response(404, 0, "404: Not Found")
+        pattern, handler, needs_auth, groups = found
+        if needs_auth and not self.fake._token_ok(bot_token(request)):
+            return error_response(401, 0, "401: Unauthorized")
+        if not limits.enabled:
+            return await handler(call, **groups)
+        verdict = limits.take(call.method, template(pattern), groups)
+        if not verdict.allowed:
+            return limits.too_many(verdict)
+        try:
+            response = await handler(call, **groups)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.message, exc.errors)
+        response.headers.update(verdict.headers)
+        return response
+
+    def _route(
+        self, call: RecordedRequest
+    ) -> tuple[re.Pattern[str], Handler, bool, dict[str, str]] | None:
         for method, pattern, handler, needs_auth in self.routes:
             match = pattern.fullmatch(call.path)
-            if match is None or method != call.method:
-                continue
-            if needs_auth and not self.fake._token_ok(bot_token(request)):
-                return error_response(401, 0, "401: Unauthorized")
-            return await handler(call, **match.groupdict())
-        self.fake.unknown_routes.append(call)
-        return error_response(404, 0, "404: Not Found")
+            if match is not None and method == call.method:
+                return pattern, handler, needs_auth, match.groupdict()
+        return None
+
+    def _complete_429(
+        self, response: web.Response, method: str, pattern: re.Pattern[str], groups: dict[str, str]
+    ) -> None:
+        """A fault's per-route or shared 429 with the route bucket's headers it left out
+        (X-RateLimit-Bucket always; all of them for a shared one); a global 429 has none."""
+        if response.headers.get("X-RateLimit-Global") == "true":
+            return
+        for name, value in self.fake.rate_limits.peek(method, template(pattern), groups).items():
+            response.headers.setdefault(name, value)
 
     # -- channels, guilds, threads ------------------------------------------------
 
     def _channel(self, cid: str | int) -> FakeChannel:
+        """The channel, which the bot must be able to see (403 50001 otherwise)."""
         channel = self.fake.channels.get(int(cid))
         if channel is None:
             raise ApiError(404, UNKNOWN_CHANNEL, "Unknown Channel")
+        self._require(channel)
         return channel
+
+    def _require(self, channel: FakeChannel, permission: int = 0) -> None:
+        """The bot's permissions in the channel, its overwrites included: 403 Missing
+        Access (50001) without VIEW_CHANNEL, 403 Missing Permissions (50013) without
+        `permission`."""
+        guild = self.fake.guilds[channel.guild_id]
+        bits = guild.permissions_in(guild.members[self.fake.bot_user.id], channel)
+        if not bits & VIEW_CHANNEL:
+            raise ApiError(403, MISSING_ACCESS, "Missing Access")
+        if bits & permission != permission:
+            raise ApiError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
     def _guild(self, gid: str) -> FakeGuild:
         guild = self.fake.guilds.get(int(gid))
@@ -195,6 +260,18 @@ class RestApi:
         payload = guild.create_payload([])
         for key in ("members", "channels", "threads", "presences", "voice_states"):
             payload.pop(key)
+        payload.update(  # what GET answers and GUILD_CREATE lacks (GuildWithCountsResponse)
+            region="deprecated",
+            home_header=None,
+            widget_enabled=False,
+            widget_channel_id=None,
+            max_members=500_000,
+            max_presences=None,
+            max_video_channel_users=25,
+            max_stage_video_channel_users=50,
+            premium_subscription_count=0,
+            nsfw=False,
+        )
         return json_response(payload)
 
     async def get_guild_channels(self, call: RecordedRequest, gid: str) -> web.Response:
@@ -213,7 +290,7 @@ class RestApi:
     async def active_threads(self, call: RecordedRequest, gid: str) -> web.Response:
         guild = self._guild(gid)
         threads = [c.payload() for c in guild.channels.values() if c.is_thread and not c.archived]
-        return json_response({"threads": threads, "members": []})
+        return json_response({"threads": threads, "members": [], "has_more": False})
 
     async def archived_threads(self, call: RecordedRequest, cid: str) -> web.Response:
         parent = self._channel(cid)
@@ -238,6 +315,9 @@ class RestApi:
         channel = self._channel(cid)
         if channel.type == ChannelType.GUILD_FORUM:
             raise ApiError(400, 50008, "Cannot send messages in a non-text channel")
+        self._require(channel, send_permission(channel))
+        if channel.is_thread:
+            self._check_thread_writable(channel)
         body = call.json or {}
         files = new_message_files(self.fake, call, body)
         stored = self.fake.message_store.create(
@@ -252,8 +332,23 @@ class RestApi:
             reply_to=(body.get("message_reference") or {}).get("message_id"),
             nonce=body.get("nonce"),
         )
+        if channel.is_thread and channel.archived:
+            # "Sending a message will automatically unarchive the thread" (threads.mdx)
+            self.fake.world.archive_thread(channel, archived=False)
         self.fake.message_store.dispatch("MESSAGE_CREATE", stored)
         return json_response(stored.data)
+
+    def _check_thread_writable(self, thread: FakeChannel) -> None:
+        """threads.mdx, Locked Threads: without MANAGE_THREADS a locked thread takes no
+        message (403 50013 Missing Permissions), and a locked archived one cannot be
+        unarchived by posting (400 50083 Thread is archived)."""
+        guild = self.fake.guilds[thread.guild_id]
+        bot = guild.members[self.fake.bot_user.id]
+        if not thread.locked or guild.permissions_in(bot, thread) & MANAGE_THREADS:
+            return
+        if thread.archived:
+            raise ApiError(400, THREAD_ARCHIVED, "Thread is archived")
+        raise ApiError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
     def _message(self, cid: str, mid: str) -> StoredMessage:
         channel = self._channel(cid)
@@ -271,7 +366,12 @@ class RestApi:
         visible = self.fake.history(channel)  # oldest first
         limit = int(call.query.get("limit", 50))
         if not 1 <= limit <= 100:
-            raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", {"limit": "1..100"})
+            low = limit < 1
+            code, bound = ("NUMBER_TYPE_MIN", "greater") if low else ("NUMBER_TYPE_MAX", "less")
+            message = f"int value should be {bound} than or equal to {1 if low else 100}."
+            raise ApiError(
+                400, INVALID_FORM_BODY, "Invalid Form Body", {"limit": leaf_error(code, message)}
+            )
         q = call.query
         if "around" in q:
             pivot, half = int(q["around"]), limit // 2
@@ -302,6 +402,7 @@ class RestApi:
         self, call: RecordedRequest, cid: str, mid: str, emoji: str
     ) -> web.Response:
         stored = self._message(cid, mid)
+        self._require(self._channel(cid), ADD_REACTIONS)
         name = unquote(emoji)
         reactions = stored.data.setdefault("reactions", [])
         for reaction in reactions:
@@ -314,5 +415,12 @@ class RestApi:
         return no_content()
 
     async def typing(self, call: RecordedRequest, cid: str) -> web.Response:
-        self._channel(cid)
+        channel = self._channel(cid)
+        self._require(channel, send_permission(channel))
         return no_content()
+
+
+def send_permission(channel: FakeChannel) -> int:
+    """SEND_MESSAGES, or in a thread SEND_MESSAGES_IN_THREADS: "The SEND_MESSAGES
+    permission has no effect in threads" (threads.mdx, Permissions)."""
+    return SEND_MESSAGES_IN_THREADS if channel.is_thread else SEND_MESSAGES

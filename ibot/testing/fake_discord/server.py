@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from aiohttp import web
 
+from ibot.testing.fake_discord.cdn import EXPIRED_TEXT, Cdn
 from ibot.testing.fake_discord.constants import (
     APP_FLAG_GATEWAY_GUILD_MEMBERS_LIMITED,
     APP_FLAG_GATEWAY_MESSAGE_CONTENT_LIMITED,
     APP_FLAG_GATEWAY_PRESENCE_LIMITED,
     DEFAULT_BOT_PERMISSIONS,
     DEFAULT_EVERYONE_PERMISSIONS,
+    INTERACTION_TOKEN_LIFETIME_S,
     PRIVILEGED_INTENTS,
     Intent,
 )
@@ -46,11 +49,15 @@ from ibot.testing.fake_discord.model import (
     StoredMessage,
     ref_id,
 )
+from ibot.testing.fake_discord.ratelimits import RateLimits
 from ibot.testing.fake_discord.rest import RestApi
 from ibot.testing.fake_discord.wire import RecordedRequest
 from ibot.testing.fake_discord.world import World
 
 T = TypeVar("T")
+
+#: When a forum post's starter message arrives (`FakeDiscord.create_forum_thread`).
+StarterTiming = Literal["before", "after", "late"]
 
 
 class Signal:
@@ -90,12 +97,22 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 41_250,
     ) -> None:
         """`token`: the only bot token accepted (None: any). `privileged_intents`: those
-        enabled in the developer portal (asking for others closes the gateway with 4014).
+        enabled in the developer portal (asking for others closes the gateway with 4014);
+        a test may change the attribute at any time, as a developer flips the switch: the
+        next IDENTIFY and READY, and every REST read of a message, follow it.
         `ack_window_s`: how long the bot has to acknowledge an interaction.
+
+        `clock` (seconds, monotonic) is the fake's time for what Discord times: the
+        acknowledgement window, the 15-minute life of an interaction token
+        (`token_lifetime_s`), the rate-limit buckets (`rate_limits`) and the armed
+        faults that last a while; a test may replace it at any time to move time on.
         """
         self.token = token
         self.privileged_intents = privileged_intents
         self.ack_window_s = ack_window_s
+        self.token_lifetime_s: float = INTERACTION_TOKEN_LIFETIME_S
+        self.clock: Callable[[], float] = time.monotonic
+        self.rate_limits = RateLimits(clock=lambda: self.clock())
         self._snowflakes = Snowflakes()
         self._signal = Signal()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -106,7 +123,10 @@ class FakeDiscord:
         self._interactions_by_token: dict[str, InteractionHandle] = {}
         self.requests: list[RecordedRequest] = []
         self.unknown_routes: list[RecordedRequest] = []
-        self.faults = Faults()
+        self.downloads: list[RecordedRequest] = []  # attachment downloads (the CDN)
+        self.faults = Faults(clock=lambda: self.clock())
+        self.cdn = Cdn()
+        self._late_starters: dict[int, tuple[FakeUser, str, list[StoredAttachment]]] = {}
         self.gateway = Gateway(self, heartbeat_interval_ms)
         self.world = World(self, bot_name)
         self.message_store = MessageStore(self)
@@ -249,21 +269,66 @@ class FakeDiscord:
         content: str = "",
         tags: Iterable[str] = (),
         attachments: Iterable[StoredAttachment] = (),
+        starter: StarterTiming = "after",
+        starter_misses: int = 0,
+        announce: bool = True,
     ) -> FakeChannel:
         """A forum post: thread (type 11) + starter message with the thread's id.
 
-        Dispatches THREAD_CREATE (newly_created) then MESSAGE_CREATE, and returns once
-        every connected client was sent both.
+        Returns once every connected client was sent the events. When the starter
+        message arrives varies on Discord, so `starter` chooses: "after" (default):
+        THREAD_CREATE (`newly_created`), then the starter's MESSAGE_CREATE; "before": the
+        other way round; "late": THREAD_CREATE only, and reading the starter answers 404
+        10008 Unknown Message until `deliver_starter(thread)`. `starter_misses`: its
+        first N reads answer 404 10008 all the same (`faults.starter_message_race`, armed
+        before anything is sent). `announce=False`: nothing is sent (a forum the bot
+        cannot see); `add_bot_to_thread` announces the thread later, as Discord does.
         """
         thread = self.world.open_thread(forum, author, title, tags)
         user = self.world.member(self.guilds[thread.guild_id], author).user
-        starter = self.message_store.create(
+        if starter_misses:
+            self.faults.starter_message_race(thread, times=starter_misses)
+        if starter == "late":
+            self._late_starters[thread.id] = (user, content, list(attachments))
+            if announce:
+                self._announce_thread(thread)
+            await self.flush()
+            return thread
+        stored = self.message_store.create(
             thread, user, content=content, files=list(attachments), message_id=thread.id
         )
-        self.gateway.dispatch("THREAD_CREATE", {**thread.payload(), "newly_created": True}, None)
-        self.message_store.dispatch("MESSAGE_CREATE", starter)
+        if announce and starter == "before":
+            self.message_store.dispatch("MESSAGE_CREATE", stored)
+            self._announce_thread(thread)
+        elif announce:
+            self._announce_thread(thread)
+            self.message_store.dispatch("MESSAGE_CREATE", stored)
         await self.flush()
         return thread
+
+    def _announce_thread(self, thread: FakeChannel) -> None:
+        self.gateway.dispatch("THREAD_CREATE", {**thread.payload(), "newly_created": True}, None)
+
+    async def deliver_starter(self, thread: FakeChannel | int) -> StoredMessage:
+        """The starter message of a `starter="late"` post arrives: readable from now on,
+        and its MESSAGE_CREATE is dispatched."""
+        target = self.channels[ref_id(thread)]
+        user, content, files = self._late_starters.pop(target.id)
+        stored = self.message_store.create(
+            target, user, content=content, files=files, message_id=target.id
+        )
+        self.message_store.dispatch("MESSAGE_CREATE", stored)
+        await self.flush()
+        return stored
+
+    async def add_bot_to_thread(self, thread: FakeChannel | int) -> None:
+        """The bot is added to a thread that already exists (a member @-mentions it, a
+        moderator adds it): THREAD_CREATE *without* `newly_created` (gateway-events.mdx,
+        Thread Create: "relevant to the current user, or when the current user is added
+        to a thread"; `newly_created` only "when a thread is created")."""
+        target = self.channels[ref_id(thread)]
+        self.gateway.dispatch("THREAD_CREATE", target.payload(), None)
+        await self.flush()
 
     async def post_message(
         self,
@@ -296,6 +361,21 @@ class FakeDiscord:
     async def archive_thread(self, thread: FakeChannel | int, *, archived: bool = True) -> None:
         self.world.archive_thread(thread, archived=archived)
         await self.flush()
+
+    async def lock_thread(self, thread: FakeChannel | int, *, locked: bool = True) -> None:
+        """A moderator locks the thread (see `World.lock_thread`)."""
+        self.world.lock_thread(thread, locked=locked)
+        await self.flush()
+
+    async def delete_thread(self, thread: FakeChannel | int) -> None:
+        """The thread is deleted (see `World.delete_thread`)."""
+        self.world.delete_thread(thread)
+        await self.flush()
+
+    def expire_attachment_urls(self) -> None:
+        """A day passes for the CDN: every attachment URL handed out so far is past its
+        `ex` and answers 404 (see cdn.py); files added from now on get fresh URLs."""
+        self.cdn.expire_issued()
 
     async def invoke_slash(
         self,
@@ -343,6 +423,44 @@ class FakeDiscord:
         """
         return await self.gateway.drop(replay_last, code)
 
+    def expire_sessions(self) -> int:
+        """Expire the gateway sessions that have no live connection, as Discord does a
+        few minutes after a connection is lost: the client's RESUME is answered op 9
+        INVALID_SESSION `d: false`, it must IDENTIFY again, and the dispatches it had not
+        received (and any sent before it identifies) are lost. Returns how many expired.
+        """
+        return self.gateway.expire_sessions()
+
+    def hold_resumes(self) -> None:
+        """From now on a RESUME waits unanswered (the client stays away) until
+        `release_resumes()`: what a test does meanwhile happens during the gap."""
+        self.gateway.set_hold_resumes(True)
+
+    def release_resumes(self) -> None:
+        """Answer the held RESUMEs (RESUMED and the replay, or op 9 if expired)."""
+        self.gateway.set_hold_resumes(False)
+
+    async def guild_outage(self, guild: FakeGuild | int) -> None:
+        """An outage: GUILD_DELETE `{id, unavailable: true}` to every session, and the
+        guild's events are lost until `guild_back`; a session that identifies meanwhile
+        sees it `unavailable: true` in READY, then gets GUILD_DELETE for it."""
+        self.gateway.make_unavailable(ref_id(guild), outage=True)
+        await self.flush()
+
+    async def delay_guild_create(self, guild: FakeGuild | int) -> None:
+        """The guild loads late: a session that identifies from now on sees it
+        `unavailable: true` in READY and gets its GUILD_CREATE only at `guild_back`;
+        meanwhile its events are lost (a session already connected gets GUILD_DELETE
+        `{id, unavailable: true}`, as for an outage)."""
+        self.gateway.make_unavailable(ref_id(guild), outage=False)
+        await self.flush()
+
+    async def guild_back(self, guild: FakeGuild | int) -> None:
+        """The guild is available (again): GUILD_CREATE, `unavailable: false`, with its
+        channels and active threads as they are now."""
+        self.gateway.make_available(ref_id(guild))
+        await self.flush()
+
     # -- inspecting what the bot did ---------------------------------------------
 
     @property
@@ -357,6 +475,12 @@ class FakeDiscord:
     @property
     def resume_payloads(self) -> list[Json]:
         return self.gateway.resume_payloads
+
+    @property
+    def resume_replies(self) -> list[Json]:
+        """The fake's answer to each RESUME, as sent: `{"op": 9, "d": false, …}` when the
+        session had expired, else the RESUMED dispatch."""
+        return self.gateway.resume_replies
 
     def history(self, channel: FakeChannel | int) -> list[StoredMessage]:
         """Everything visible in the channel, oldest first (no ephemeral, no deleted)."""
@@ -428,7 +552,25 @@ class FakeDiscord:
         return self.world.member(guild, who)
 
     async def _serve_attachment(self, request: web.Request) -> web.Response:
-        stored = self.attachments.get(int(request.match_info["aid"]))
-        if stored is None:
+        """The CDN: armed faults first, then the URL's signature and expiry (cdn.py)."""
+        call = RecordedRequest(request.method, request.path, dict(request.query), None, [])
+        self.downloads.append(call)
+        response = self._download(request, call)
+        call.status = response.status
+        self._signal.notify()
+        return response
+
+    def _download(self, request: web.Request, call: RecordedRequest) -> web.Response:
+        faulted = self.faults.take(request.method, request.path, cdn=True)
+        if faulted is not None:
+            call.fault = faulted[0].kind
+            return faulted[1]
+        aid, filename = int(request.match_info["aid"]), request.match_info["filename"]
+        stored = self.attachments.get(aid)
+        if stored is None or stored.filename != filename:
             return web.Response(status=404, text="Not Found")
+        refusal = self.cdn.refusal(aid, filename, request.query)
+        if refusal is not None:
+            call.fault = refusal
+            return web.Response(status=404, text=EXPIRED_TEXT)
         return web.Response(body=stored.data, content_type=stored.content_type)

@@ -7,14 +7,27 @@ limits (per field, 10 embeds, 6000 characters in all), the empty message, and th
 number and total size of uploaded files. The error bodies are Discord's: 50035 Invalid
 Form Body with per-field `errors`, 50006 for an empty message, 40005 for too many bytes.
 These checks only read the body; storing files and messages is the callers' business.
+
+The `errors` object is Discord's tree ("Error Messages" in the docs, `ErrorDetails` in
+the OpenAPI file): one key per field down the path, list items by their index as a
+string, and at the leaf `{"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message":
+"Must be 4096 or fewer in length."}]}`. A node holds either `_errors` or sub-fields,
+never both: a list that is too long is reported as such, not item by item, and the
+6000-character total only once every embed is valid on its own. The same shape answers
+an autocomplete result of more than 25 choices (`check_choices`) and a command
+registered with more than 25 options or choices (`command_errors`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from ibot.testing.fake_discord.constants import (
     CANNOT_SEND_EMPTY_MESSAGE,
     INVALID_FORM_BODY,
     MAX_AUTHOR_NAME,
+    MAX_CHOICES,
+    MAX_COMMAND_OPTIONS,
     MAX_CONTENT,
     MAX_EMBED_DESCRIPTION,
     MAX_EMBED_FIELDS,
@@ -35,7 +48,9 @@ from ibot.testing.fake_discord.wire import ApiError, Upload
 def check_uploads(uploads: list[Upload]) -> None:
     """At most 10 files, and at most 10 MiB uploaded in all."""
     if len(uploads) > MAX_FILES:
-        raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", {"files": "max 10"})
+        raise ApiError(
+            400, INVALID_FORM_BODY, "Invalid Form Body", {"files": max_length(MAX_FILES)}
+        )
     if sum(len(u.data) for u in uploads) > MAX_UPLOAD_BYTES:
         raise ApiError(413, REQUEST_ENTITY_TOO_LARGE, "Request entity too large")
 
@@ -45,23 +60,18 @@ def validate_message(body: Json, files: list[StoredAttachment], *, creating: boo
     errors: Json = {}
     content = body.get("content")
     if too_long(content, MAX_CONTENT):
-        errors["content"] = _form_error(f"Must be {MAX_CONTENT} or fewer in length.")
+        errors["content"] = max_length(MAX_CONTENT)
     embeds = body.get("embeds") or []
     if len(embeds) > MAX_EMBEDS:
-        errors["embeds"] = _form_error(f"Must be {MAX_EMBEDS} or fewer in length.")
-    total = 0
-    for index, embed in enumerate(embeds):
-        problems = _embed_problems(embed)
-        total += embed_size(embed)
-        if problems:
-            errors.setdefault("embeds", {})[str(index)] = problems
-    if total > MAX_EMBED_TOTAL:
-        errors.setdefault("embeds", {})["_errors"] = [
-            {
-                "code": "MAX_EMBED_SIZE_EXCEEDED",
-                "message": "Embed size exceeds maximum size of 6000",
-            }
-        ]
+        errors["embeds"] = max_length(MAX_EMBEDS)
+    else:
+        per_embed = {str(i): p for i, embed in enumerate(embeds) if (p := _embed_problems(embed))}
+        if per_embed:
+            errors["embeds"] = per_embed
+        elif sum(embed_size(e) for e in embeds) > MAX_EMBED_TOTAL:
+            errors["embeds"] = leaf_error(
+                "MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {MAX_EMBED_TOTAL}"
+            )
     if errors:
         raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", errors)
     if creating and not (
@@ -89,8 +99,89 @@ def embed_size(embed: Json) -> int:
     return size
 
 
-def _form_error(message: str) -> Json:
-    return {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": message}]}
+def leaf_error(code: str, message: str) -> Json:
+    """A field's node in Discord's `errors` tree."""
+    return {"_errors": [{"code": code, "message": message}]}
+
+
+def max_length(limit: int) -> Json:
+    """Discord's error for a string or a list longer than `limit`."""
+    return leaf_error("BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+
+
+def bad_length(low: int, high: int) -> Json:
+    return leaf_error("BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
+
+
+def _length_problem(value: object, low: int, high: int) -> Json | None:
+    """A required string field: missing (BASE_TYPE_REQUIRED) or of a bad length."""
+    if value is None:
+        return leaf_error("BASE_TYPE_REQUIRED", "This field is required")
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        return bad_length(low, high)
+    return None
+
+
+def nested(path: Sequence[str], node: Json) -> Json:
+    """`node` at `path` down the tree: ("data", "choices") → {"data": {"choices": node}}."""
+    for key in reversed(path):
+        node = {key: node}
+    return node
+
+
+def check_choices(choices: object, path: Sequence[str]) -> None:
+    """An autocomplete result: at most 25 choices, each name 1 to 100 characters;
+    Discord's 400 50035 with the errors at `path` otherwise."""
+    if not isinstance(choices, list):
+        return
+    problems = _choice_problems(choices)
+    if problems:
+        raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", nested(path, problems))
+
+
+def command_errors(command: Json) -> Json:
+    """The `errors` tree for one command body Discord refuses (empty when it is fine):
+    name 1-32 and, for a slash command, description 1-100 characters; at most 25
+    options (in a sub-command too) and 25 choices per option."""
+    errors: Json = {}
+    if (problem := _length_problem(command.get("name"), 1, 32)) is not None:
+        errors["name"] = problem
+    description = _length_problem(command.get("description"), 1, 100)
+    if command.get("type", 1) == 1 and description is not None:
+        errors["description"] = description
+    options = _options_problems(command.get("options") or [])
+    if options:
+        errors["options"] = options
+    return errors
+
+
+def _options_problems(options: list[Json]) -> Json:
+    if len(options) > MAX_COMMAND_OPTIONS:
+        return max_length(MAX_COMMAND_OPTIONS)
+    problems: Json = {}
+    for index, option in enumerate(options):
+        found: Json = {}
+        if (problem := _length_problem(option.get("description"), 1, 100)) is not None:
+            found["description"] = problem
+        choices = _choice_problems(option.get("choices") or [])
+        if choices:
+            found["choices"] = choices
+        children = _options_problems(option.get("options") or [])
+        if children:
+            found["options"] = children
+        if found:
+            problems[str(index)] = found
+    return problems
+
+
+def _choice_problems(choices: list[Json]) -> Json:
+    if len(choices) > MAX_CHOICES:
+        return max_length(MAX_CHOICES)
+    return {
+        str(i): {"name": bad_length(1, 100)}
+        for i, choice in enumerate(choices)
+        if not isinstance(choice.get("name"), str) or not 1 <= len(choice["name"]) <= 100
+    }
 
 
 def _embed_problems(embed: Json) -> Json:
@@ -98,19 +189,24 @@ def _embed_problems(embed: Json) -> Json:
     limits = {"title": MAX_EMBED_TITLE, "description": MAX_EMBED_DESCRIPTION}
     for key, limit in limits.items():
         if too_long(embed.get(key), limit):
-            problems[key] = _form_error(f"Must be {limit} or fewer in length.")
+            problems[key] = max_length(limit)
     if too_long((embed.get("footer") or {}).get("text"), MAX_FOOTER_TEXT):
-        problems["footer"] = {"text": _form_error(f"Must be {MAX_FOOTER_TEXT} or fewer in length.")}
+        problems["footer"] = {"text": max_length(MAX_FOOTER_TEXT)}
     if too_long((embed.get("author") or {}).get("name"), MAX_AUTHOR_NAME):
-        problems["author"] = {"name": _form_error(f"Must be {MAX_AUTHOR_NAME} or fewer in length.")}
+        problems["author"] = {"name": max_length(MAX_AUTHOR_NAME)}
     fields = embed.get("fields") or []
     if len(fields) > MAX_EMBED_FIELDS:
-        problems["fields"] = _form_error(f"Must be {MAX_EMBED_FIELDS} or fewer in length.")
+        problems["fields"] = max_length(MAX_EMBED_FIELDS)
+        return problems
+    per_field: Json = {}
     for index, item in enumerate(fields):
-        if too_long(item.get("name"), MAX_FIELD_NAME) or too_long(
-            item.get("value"), MAX_FIELD_VALUE
-        ):
-            problems.setdefault("fields", {})[str(index)] = _form_error(
-                f"name ≤ {MAX_FIELD_NAME}, value ≤ {MAX_FIELD_VALUE}"
-            )
+        found: Json = {}
+        if too_long(item.get("name"), MAX_FIELD_NAME):
+            found["name"] = max_length(MAX_FIELD_NAME)
+        if too_long(item.get("value"), MAX_FIELD_VALUE):
+            found["value"] = max_length(MAX_FIELD_VALUE)
+        if found:
+            per_field[str(index)] = found
+    if per_field:
+        problems["fields"] = per_field
     return problems

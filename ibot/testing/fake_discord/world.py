@@ -182,14 +182,36 @@ class World:
         target.archive_timestamp = iso_now()
         self._fake.gateway.dispatch("THREAD_UPDATE", target.payload(), None)
 
+    def lock_thread(self, thread: FakeChannel | int, *, locked: bool = True) -> None:
+        """A moderator (un)locks the thread: THREAD_UPDATE. Without MANAGE_THREADS the
+        bot can then neither post in it nor unarchive it (rest.py)."""
+        target = self.channels[ref_id(thread)]
+        target.locked = locked
+        self._fake.gateway.dispatch("THREAD_UPDATE", target.payload(), None)
+
+    def delete_thread(self, thread: FakeChannel | int) -> None:
+        """The thread is deleted: gone from its guild (REST answers 404 10003 Unknown
+        Channel), THREAD_DELETE with the subset gateway-events.mdx lists."""
+        target = self.channels.pop(ref_id(thread))
+        self.guilds[target.guild_id].channels.pop(target.id, None)
+        payload = {
+            "id": str(target.id),
+            "guild_id": str(target.guild_id),
+            "parent_id": str(target.parent_id) if target.parent_id else None,
+            "type": target.type,
+        }
+        self._fake.gateway.dispatch("THREAD_DELETE", payload, None)
+
     def add_attachment(
         self, filename: str, data: bytes, content_type: str | None = None
     ) -> StoredAttachment:
-        """A file served at /attachments/{id}/{filename}, to attach to posts or options."""
+        """A file served at /attachments/{id}/{filename}, to attach to posts or options,
+        at a signed URL (`?ex=…&is=…&hm=…&`, see cdn.py)."""
         aid = self._fake._snowflakes.next()
         kind = content_type or guess_content_type(filename, data)
         width, height = image_size(data, kind)
-        url = f"{self._fake.http_url}/attachments/{aid}/{quote(filename)}"
+        signed = self._fake.cdn.signed_query(aid, filename)
+        url = f"{self._fake.http_url}/attachments/{aid}/{quote(filename)}?{signed}"
         stored = StoredAttachment(aid, filename, data, kind, url, width, height)
         self.attachments[aid] = stored
         return stored
@@ -204,6 +226,31 @@ class World:
         self.channels[channel.id] = channel
         self._fake.gateway.dispatch("CHANNEL_CREATE", channel.payload(), None)
         return channel
+
+    def set_permission_overwrite(
+        self,
+        channel: FakeChannel | int,
+        target: FakeRole | FakeMember | FakeUser | FakeGuild,
+        *,
+        allow: int = 0,
+        deny: int = 0,
+    ) -> None:
+        """Allow and deny bits for a role, a member, or @everyone (the guild) in this
+        channel (its threads take them too), replacing the target's overwrite; both 0
+        removes it. CHANNEL_UPDATE, as Discord sends it when overwrites change."""
+        target_channel = self.channels[ref_id(channel)]
+        if target_channel.is_thread:
+            raise ValueError("a thread has no overwrites of its own: set its parent's")
+        kind = 1 if isinstance(target, FakeMember | FakeUser) else 0
+        overwrites = [
+            o for o in target_channel.permission_overwrites if int(o["id"]) != ref_id(target)
+        ]
+        if allow or deny:
+            overwrites.append(
+                {"id": str(ref_id(target)), "type": kind, "allow": str(allow), "deny": str(deny)}
+            )
+        target_channel.permission_overwrites = overwrites
+        self._fake.gateway.dispatch("CHANNEL_UPDATE", target_channel.payload(), None)
 
     # -- looking things up ---------------------------------------------------------
 

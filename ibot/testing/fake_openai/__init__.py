@@ -3,16 +3,19 @@
 The real `openai` client talks to it unchanged (point `base_url` at `fake.base_url`).
 It behaves like the real API where iBot depends on it:
 
-- usage numbers computed the way OpenAI bills: tiktoken chat counting, the image tile
-  formula from the price table, and cached tokens when a prompt prefix of 1024+ tokens
-  repeats (in 128-token steps);
+- usage numbers computed the way OpenAI bills, independently of the bot's own counting
+  (no ibot.tokens, no ibot.pricing): tiktoken chat counting by the cookbook's rule, the
+  vision guide's image tile formula, and cached tokens when a prompt prefix of 1024+
+  tokens repeats (in 128-token steps); `report_image_tokens = False` leaves the optional
+  image_tokens out of the usage details, as the API's own examples do;
 - the answering model is a dated snapshot of the alias asked for (gpt-4o →
   gpt-4o-2024-08-06), so pricing by `response.model` is exercised;
 - `x-ratelimit-*` headers from token buckets refilled per minute (requests and tokens),
-  and 429 with Retry-After once a bucket is empty;
+  and 429 with Retry-After once a bucket is empty (`send_retry_after = False`: without);
 - streaming (SSE) with `stream_options.include_usage`;
 - faults on demand: 5xx, rate limits, insufficient_quota, slow answers, hangs (client
-  timeouts), dropped connections, streams cut mid-way, and random fault rates;
+  timeouts), dropped connections, streams cut mid-way, streams ending in an error event,
+  and random fault rates;
 - every request is recorded with what was served, so a test can reconcile the ledger.
 
 Example::
@@ -32,6 +35,7 @@ One module per job, `FakeOpenAI` (server.py) putting them together:
 - request_parsing.py: the one place that reads request bodies (400 on bad ones);
 - response_building.py: the one place that builds bodies, SSE chunks and error answers;
 - usage.py: what a call costs in tokens (prompt, images, cache, completion);
+- tokenizer.py: the fake's own tiktoken encodings (offline) and chat-format counting;
 - rate_limits.py: per-minute token buckets, `x-ratelimit-*` headers, when to refuse;
 - faults.py: injected and random misbehaviour;
 - answers.py: scripted answers and the default echo;

@@ -4,8 +4,9 @@ A test queues faults (`fake.hang()`, `fake.rate_limit()`, …: each spends one r
 sets `fake.fault_rates` for a share of all requests. A fault is drawn once the API key
 is checked and before the body is read, as a failing upstream answers whatever was
 asked: 5xx, injected 429s (rate limit, insufficient_quota), hangs that only the client's
-timeout ends, dropped connections; slow answers and streams cut mid-way let the request
-go on and act later. Kept apart so the normal path in server.py reads without them.
+timeout ends, dropped connections; slow answers, streams cut mid-way and streams that
+end in an error event let the request go on and act later. Kept apart so the normal
+path in server.py reads without them.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ RANDOM_5XX = (500, 502, 503)
 class Fault:
     """One injected misbehaviour, used by the next matching request(s)."""
 
-    kind: str  # "status", "rate_limit", "quota", "slow", "hang", "drop", "stream_cut"
+    # "status", "rate_limit", "quota", "slow", "hang", "drop", "stream_cut", "stream_error"
+    kind: str
     status: int = 500
     delay_s: float = 0.0
     retry_after_s: float | None = None
     cut_after_chunks: int = 2
+    error_after_chunks: int = 2
 
 
 class FaultInjector:
@@ -70,10 +73,13 @@ async def answer_fault(
     *,
     pause: Callable[[float], Awaitable[None]],
     hang_s: float,
+    retry_after: bool = True,
 ) -> web.StreamResponse | None:
-    """Answer the fault, or return None when the request goes on (slow, stream_cut).
+    """Answer the fault, or return None when the request goes on (slow, stream_cut,
+    stream_error).
 
-    `pause` waits (a hang waits `hang_s`) but ends when the server stops.
+    `pause` waits (a hang waits `hang_s`) but ends when the server stops. Without
+    `retry_after`, a rate limit's 429 carries no Retry-After header.
     """
     record.fault = fault.kind
     if fault.kind == "status":
@@ -82,7 +88,7 @@ async def answer_fault(
     if fault.kind == "rate_limit":
         record.status = 429
         retry = fault.retry_after_s if fault.retry_after_s is not None else 1.0
-        return build.rate_limited(retry)
+        return build.rate_limited(retry if retry_after else None)
     if fault.kind == "quota":
         record.status = 429
         return build.insufficient_quota()
@@ -94,5 +100,5 @@ async def answer_fault(
         record.status = 0
         request.transport.abort()  # type: ignore[union-attr]
         return web.Response(status=500)  # never reaches the client: the connection is gone
-    record.fault = None  # slow answers and cut streams are marked when they happen
+    record.fault = None  # slow answers and broken streams are marked when they happen
     return None

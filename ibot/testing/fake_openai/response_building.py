@@ -4,8 +4,10 @@ The `openai` client parses these into its types, so they must have the API's sha
 `chat.completion` object, the `chat.completion.chunk` SSE stream ending in `[DONE]` (with a
 last usage chunk under `stream_options.include_usage`), the `usage` object with its token
 details, and error bodies `{"error": {message, type, param, code}}` with an
-`x-request-id` and, for 429s, Retry-After. Building them all here keeps the one place to
-check them against OpenAI's OpenAPI spec; what goes in them is decided elsewhere.
+`x-request-id` and, for 429s, Retry-After (unless told to leave it out, as the API may),
+and the `{"error": …}` event a stream can end with. Building them all here keeps the one
+place to check them against OpenAI's OpenAPI spec; what goes in them is decided
+elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -80,26 +83,28 @@ def server_error(status: int) -> web.Response:
     )
 
 
-def rate_limited(retry_after_s: float) -> web.Response:
-    """An injected 429 for requests, with Retry-After."""
+def rate_limited(retry_after_s: float | None) -> web.Response:
+    """An injected 429 for requests, with Retry-After (None: without any)."""
     return error_response(
         429,
         "Rate limit reached for requests.",
         "requests",
         "rate_limit_exceeded",
-        headers=retry_headers(retry_after_s),
+        headers=retry_headers(retry_after_s) if retry_after_s is not None else None,
     )
 
 
-def rate_limit_exceeded(refusal: Refusal) -> web.Response:
-    """The 429 of a short bucket, with Retry-After and the x-ratelimit-* headers."""
+def rate_limit_exceeded(refusal: Refusal, *, retry_after: bool = True) -> web.Response:
+    """The 429 of a short bucket, with the x-ratelimit-* headers and (unless
+    `retry_after` is False) Retry-After."""
+    retry = retry_headers(refusal.wait_s) if retry_after else {}
     return error_response(
         429,
         f"Rate limit reached for {refusal.kind} per minute. "
         f"Please try again in {refusal.wait_s:.3f}s.",
         refusal.kind,
         "rate_limit_exceeded",
-        headers={**retry_headers(refusal.wait_s), **refusal.headers},
+        headers={**retry, **refusal.headers},
     )
 
 
@@ -116,23 +121,43 @@ def insufficient_quota() -> web.Response:
 
 
 def model_list(model_ids: list[str]) -> web.Response:
-    data = [{"id": m, "object": "model", "owned_by": "fake"} for m in model_ids]
+    created = 1_715_367_049  # Model requires it: a Unix time (gpt-4o's, for every model)
+    data = [{"id": m, "object": "model", "created": created, "owned_by": "fake"} for m in model_ids]
     return json_response({"object": "list", "data": data})
 
 
 def usage_object(usage: CallUsage) -> dict[str, Any]:
-    """The `usage` object of a completion (and of the stream's last chunk)."""
+    """The `usage` object of a completion (and of the stream's last chunk).
+
+    Without `usage.reports_image_tokens`, prompt_tokens_details has only cached_tokens
+    and audio_tokens, as in the spec's own examples (its image-input example included):
+    image_tokens and text_tokens are optional in CompletionUsage, and prompt_tokens
+    still counts the images.
+    """
+    prompt_details: dict[str, int] = {"cached_tokens": usage.cached_tokens}
+    if usage.reports_image_tokens:
+        prompt_details["image_tokens"] = usage.image_tokens
+        prompt_details["text_tokens"] = usage.prompt_tokens - usage.image_tokens
+    prompt_details["audio_tokens"] = 0
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {
-            "cached_tokens": usage.cached_tokens,
-            "image_tokens": usage.image_tokens,
-            "text_tokens": usage.prompt_tokens - usage.image_tokens,
-            "audio_tokens": 0,
-        },
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+def stream_error_event() -> dict[str, Any]:
+    """The event that ends a stream the server failed mid-way: an error object where a
+    chunk would be (the openai client raises `openai.APIError` on it)."""
+    return {
+        "error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
     }
 
 
@@ -176,11 +201,16 @@ async def stream_chat_completion(
     *,
     include_usage: bool,
     cut_after: int | None,
+    error_after: int | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> web.StreamResponse:
     """Send the answer as `chat.completion.chunk` events, then `[DONE]`.
 
     `record` is marked 200 once the headers are sent; with `cut_after`, the connection
-    is aborted after that many content chunks and `record` marked "stream_cut".
+    is aborted after that many content chunks and `record` marked "stream_cut"; with
+    `error_after`, an error event follows that many content chunks (all of them, for a
+    shorter answer) and ends the stream (no usage, no [DONE]), and `record` is marked
+    "stream_error".
     """
     response = web.StreamResponse(
         status=200, headers={**headers, "Content-Type": "text/event-stream"}
@@ -190,6 +220,8 @@ async def stream_chat_completion(
     created = int(time.time())
 
     def event(payload: dict[str, Any]) -> bytes:
+        if on_event is not None:  # the suite's spec check (fake_openai/server.py)
+            on_event(payload)
         return f"data: {json.dumps(payload)}\n\n".encode()
 
     def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
@@ -212,7 +244,14 @@ async def stream_chat_completion(
             record.fault = "stream_cut"
             request.transport.abort()  # type: ignore[union-attr]
             return response
+        if error_after is not None and index >= error_after:
+            break
         await response.write(chunk({"content": piece}, None))
+    if error_after is not None:
+        record.fault = "stream_error"
+        await response.write(event(stream_error_event()))
+        await response.write_eof()
+        return response
     await response.write(chunk({}, completion.finish_reason))
     if include_usage:
         final = {

@@ -13,12 +13,12 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from ibot.pricing import PriceTable, default_price_table
+from ibot.testing import spec_violations
 from ibot.testing.fake_openai import response_building as build
 from ibot.testing.fake_openai.answers import Answer, AnswerScript
 from ibot.testing.fake_openai.faults import Fault, FaultInjector, answer_fault
@@ -52,7 +52,6 @@ class FakeOpenAI:
         api_key: str | None = None,
         rpm: int | None = None,
         tpm: int | None = None,
-        prices: PriceTable | None = None,
         snapshots: dict[str, str] | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
@@ -65,15 +64,21 @@ class FakeOpenAI:
         self.requests: list[RecordedRequest] = []
         self.hang_s = 3600.0
         self.latency_s = 0.0  # every answer takes this long (the model "generating")
-        self._usage = UsageMeter(
-            prices or default_price_table(), lambda requested: self.answering_model(requested)
-        )
+        # False: 429s (injected or from the buckets) come without Retry-After and
+        # retry-after-ms, as the API's rate_limit_exceeded answers can.
+        self.send_retry_after = True
+        # False: usage.prompt_tokens_details leaves out image_tokens and text_tokens (the
+        # spec makes them optional; its examples, with an image too, have neither).
+        self.report_image_tokens = True
+        self._usage = UsageMeter(lambda requested: self.answering_model(requested))
         self._answers = AnswerScript()
         self._faults = FaultInjector(seed)
         self._limits = RateLimits(rpm, tpm, clock, window_s)
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self._changed = asyncio.Condition()
+        # id(request) → its SSE event check, while the suite's spec checks are on
+        self._stream_checks: dict[int, Callable[[dict[str, Any]], None]] = {}
 
     # ----- lifecycle -------------------------------------------------------------------
 
@@ -82,7 +87,7 @@ class FakeOpenAI:
         return f"http://{self.host}:{self.port}/v1"
 
     async def start(self) -> FakeOpenAI:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._spec_check])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -148,6 +153,11 @@ class FakeOpenAI:
     def cut_stream(self, after_chunks: int = 2, times: int = 1) -> None:
         self.inject(Fault("stream_cut", cut_after_chunks=after_chunks), times)
 
+    def stream_error(self, after_chunks: int = 2, times: int = 1) -> None:
+        """The next streamed answer(s) end in an `{"error": …}` event (a server_error)
+        after `after_chunks` content chunks, with no usage chunk and no [DONE]."""
+        self.inject(Fault("stream_error", error_after_chunks=after_chunks), times)
+
     # ----- inspection ------------------------------------------------------------------
 
     def served_usage(self) -> UsageTotals:
@@ -159,15 +169,6 @@ class FakeOpenAI:
             await self._changed.wait_for(lambda: len(self.requests) >= count)
 
     # ----- usage (see usage.py) --------------------------------------------------------
-
-    @property
-    def prices(self) -> PriceTable:
-        """The price table whose rows give the image token parameters."""
-        return self._usage.prices
-
-    @prices.setter
-    def prices(self, prices: PriceTable) -> None:
-        self._usage.prices = prices
 
     def answering_model(self, requested: str) -> str:
         return self.snapshots.get(requested, requested)
@@ -181,6 +182,30 @@ class FakeOpenAI:
         return self._usage.cached_tokens(ids, prompt_tokens)
 
     # ----- HTTP ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _spec_check(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """With the suite's spec checks on, every request and answer of every route is
+        checked against OpenAI's OpenAPI file (openapi_check.py), a streamed answer event
+        by event as it is written. An answer the client never gets (a dropped
+        connection, a hang ended by the server stopping) is not checked."""
+        if not spec_violations.enabled():
+            return await handler(request)
+        from ibot.testing.openapi_check import OpenAIExchange
+
+        raw = await request.read()  # kept by aiohttp: the handler reads it again
+        exchange = OpenAIExchange(request.method, request.path, request.content_type, raw)
+        self._stream_checks[id(request)] = exchange.stream_event
+        try:
+            response = await handler(request)
+        finally:
+            del self._stream_checks[id(request)]
+        transport = request.transport
+        if not self._closing.is_set() and transport is not None and not transport.is_closing():
+            exchange.response(response)
+        return response
 
     async def _models(self, request: web.Request) -> web.Response:
         return build.model_list(list(self.snapshots))
@@ -210,7 +235,12 @@ class FakeOpenAI:
         fault = self._faults.next()
         if fault is not None:
             response = await answer_fault(
-                request, fault, record, pause=self._pause, hang_s=self.hang_s
+                request,
+                fault,
+                record,
+                pause=self._pause,
+                hang_s=self.hang_s,
+                retry_after=self.send_retry_after,
             )
             if response is not None:
                 return response
@@ -225,7 +255,7 @@ class FakeOpenAI:
         if refusal is not None:
             record.status = 429
             record.fault = "rate_limit"
-            return build.rate_limit_exceeded(refusal)
+            return build.rate_limit_exceeded(refusal, retry_after=self.send_retry_after)
         rate_headers = self._limits.headers()
 
         completion = self._usage.complete(self._answers.next(body), chat.model, max_tokens)
@@ -234,6 +264,7 @@ class FakeOpenAI:
             cached_tokens=self._usage.cached_tokens(ids, prompt),
             image_tokens=image_tokens,
             completion_tokens=completion.tokens,
+            reports_image_tokens=self.report_image_tokens,
         )
         model = self.answering_model(chat.model)
         request_id = build.new_request_id()
@@ -255,6 +286,11 @@ class FakeOpenAI:
             cut = (
                 fault.cut_after_chunks if fault is not None and fault.kind == "stream_cut" else None
             )
+            error_after = (
+                fault.error_after_chunks
+                if fault is not None and fault.kind == "stream_error"
+                else None
+            )
             return await build.stream_chat_completion(
                 request,
                 record,
@@ -265,6 +301,8 @@ class FakeOpenAI:
                 usage,
                 include_usage=chat.include_usage,
                 cut_after=cut,
+                error_after=error_after,
+                on_event=self._stream_checks.get(id(request)),
             )
         record.status = 200
         return build.chat_completion(completion_id, model, completion, usage, headers)
