@@ -746,7 +746,16 @@ async def test_export_threads_reads_the_forum_and_writes_the_export(
     )
     await fake.post_message(accepted, carol, "Réinstalle tout ?")
     fix = await fake.post_message(accepted, bob, "Utilise python -m pip")
-    fix.data["reactions"] = [{"emoji": {"id": None, "name": "✅"}, "count": 1, "me": False}]
+    fix.data["reactions"] = [
+        {
+            "emoji": {"id": None, "name": "✅"},
+            "count": 1,
+            "count_details": {"burst": 0, "normal": 1},
+            "me": False,
+            "me_burst": False,
+            "burst_colors": [],
+        }
+    ]
     reactors[(fix.id, "✅")] = [alice]
 
     moderated = await fake.create_forum_thread(

@@ -409,9 +409,21 @@ class RestApi:
             if reaction["emoji"]["name"] == name:
                 if not reaction["me"]:
                     reaction.update(me=True, count=reaction["count"] + 1)
+                    reaction["count_details"]["normal"] += 1
                 break
         else:
-            reactions.append({"emoji": {"id": None, "name": name}, "count": 1, "me": True})
+            # The reaction object (message.mdx, Reaction Object; MessageReactionResponse):
+            # burst ("super") reactions are counted apart and never sent by the bot.
+            reactions.append(
+                {
+                    "emoji": {"id": None, "name": name},
+                    "count": 1,
+                    "count_details": {"burst": 0, "normal": 1},
+                    "me": True,
+                    "me_burst": False,
+                    "burst_colors": [],
+                }
+            )
         return no_content()
 
     async def typing(self, call: RecordedRequest, cid: str) -> web.Response:

@@ -1,0 +1,5 @@
+import sys
+
+from ibot.testing.fidelity import main
+
+sys.exit(main())
