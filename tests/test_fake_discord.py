@@ -325,9 +325,13 @@ async def test_bot_edits_reacts_types_and_deletes(
     stored = fake.message(message.id)
 
     assert after.content == "version finale" and stored.content == "version finale"
-    assert stored.data["reactions"] == [
-        {"emoji": {"id": None, "name": "👍"}, "count": 1, "me": True}
-    ]
+    [reaction] = stored.data["reactions"]
+    assert reaction["emoji"] == {"id": None, "name": "👍"}
+    assert (reaction["count"], reaction["me"], reaction["count_details"]) == (
+        1,
+        True,
+        {"burst": 0, "normal": 1},
+    )
     assert len(fake.requests_to("POST", f"/channels/{world.text.id}/typing")) == 1
     await message.delete()
     assert fake.messages_in(world.text) == [] and stored.deleted
