@@ -20,6 +20,7 @@ from ibot.i18n import t
 from ibot.money import format_usd
 from ibot.services.attachments import AttachmentResult, AttachmentSource
 from ibot.services.formatting import embed_messages
+from ibot.services.knowledge import Hit
 from ibot.services.outcomes import Answered, Failed
 from ibot.services.permissions import MemberFacts
 from ibot.services.summary import SummaryFailed
@@ -105,6 +106,20 @@ def attachment_notes(results: Sequence[AttachmentResult], lang: str, limit_bytes
     return "\n".join(lines)
 
 
+def link(title: str, url: str) -> str:
+    """A markdown link whose text cannot break out of its brackets."""
+    text = " ".join(title.split()).replace("[", "(").replace("]", ")") or url
+    return f"[{text}]({url})"
+
+
+def sources_section(sources: Sequence[Hit], lang: str) -> str:
+    """The solved threads an answer quoted, numbered as the model was told to cite them."""
+    if not sources:
+        return ""
+    lines = [f"[{n}] {link(hit.title, hit.url)}" for n, hit in enumerate(sources, start=1)]
+    return f"**{t('knowledge.sources_heading', lang)}**\n" + "\n".join(lines)
+
+
 def answer_embeds(text: str, *, title: str, footer: str) -> list[list[nextcord.Embed]]:
     """Messages of embeds for one answer (usually one message with one embed)."""
     messages = []
@@ -124,9 +139,11 @@ def answer_embeds(text: str, *, title: str, footer: str) -> list[list[nextcord.E
 def answered_embeds(
     outcome: Answered, *, title: str, lang: str, limit_bytes: int
 ) -> list[list[nextcord.Embed]]:
-    """An answer as messages of embeds: text, notes on unread files, the cost footer."""
+    """An answer as messages of embeds: text, notes on unread files, the solved threads
+    it quoted (as links), the cost footer."""
     notes = attachment_notes(outcome.attachments, lang, limit_bytes)
-    text = outcome.text + (f"\n\n{notes}" if notes else "")
+    sources = sources_section(outcome.sources, lang)
+    text = outcome.text + "".join(f"\n\n{part}" for part in (notes, sources) if part)
     footer = cost_footer(
         outcome.usage,
         outcome.cost_micros,

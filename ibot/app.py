@@ -33,8 +33,11 @@ from ibot.services.attachments import AttachmentLimits
 from ibot.services.budgets import BudgetManager
 from ibot.services.chat import ChatService
 from ibot.services.forum import ForumService
+from ibot.services.grounding import Grounding
+from ibot.services.knowledge import KnowledgeBase
 from ibot.services.permissions import RolePolicy
 from ibot.services.prompts import FeatureConfig, PromptBuilder
+from ibot.services.similar import SimilarService
 from ibot.services.summary import SummaryService
 
 
@@ -52,6 +55,8 @@ class Services:
     metrics: Metrics
     pacer: Pacer
     local: LocalBackend | None = None
+    # The solved threads' knowledge base, when settings knowledge.enabled; else None.
+    knowledge: KnowledgeBase | None = None
     # Answers being produced: a graceful stop waits for them (see ibot/inflight.py).
     in_flight: InFlight = field(default_factory=InFlight)
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
@@ -78,13 +83,24 @@ class Services:
             text_extensions=frozenset(ext.lower() for ext in att.text_extensions),
         )
 
+    def grounding(self) -> Grounding | None:
+        """How answers quote similar solved threads; None when the knowledge base is off."""
+        if self.knowledge is None:
+            return None
+        kb = self.settings.knowledge
+        return Grounding(self.knowledge, k=kb.k, max_source_tokens=kb.max_source_tokens)
+
     def ask_service(self) -> AskService:
         return AskService(
             self.gateway,
             self.prompts,
             self.feature_config(Feature.ASK),
             self.attachment_limits(Feature.ASK),
+            grounding=self.grounding(),
         )
+
+    def similar_service(self) -> SimilarService:
+        return SimilarService(self.knowledge, k=self.settings.knowledge.k)
 
     def forum_service(self) -> ForumService:
         return ForumService(
@@ -95,6 +111,7 @@ class Services:
             no_bot_tags=self.settings.discord.no_bot_tags,
             attachment_limits=self.attachment_limits(Feature.AUTO_REPLY),
             catch_up_hours=self.settings.discord.catch_up_hours,
+            grounding=self.grounding(),
         )
 
     def chat_service(self) -> ChatService:
@@ -193,4 +210,9 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         metrics=metrics,
         pacer=pacer,
         local=local,
+        knowledge=(
+            KnowledgeBase(sessionmaker, min_score=settings.knowledge.min_score)
+            if settings.knowledge.enabled
+            else None
+        ),
     )

@@ -35,6 +35,7 @@ EXTENSIONS = (
     "cogs.chat",
     "cogs.budget",
     "cogs.cost_report",
+    "cogs.similar",
 )
 
 

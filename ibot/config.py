@@ -464,6 +464,8 @@ class KnowledgeSettings(Section):
     # Hits scoring below this (the idf-weighted share of the query found) are not shown.
     min_score: float = Field(default=0.3, ge=0, le=1)
     k: int = Field(default=3, ge=1, le=10)  # solved threads shown per answer
+    # At most this many prompt tokens of quoted solved threads (/ask-gpt, forum answers).
+    max_source_tokens: int = Field(default=1500, ge=0, le=100_000)
     # Forum tags that mark a thread as solved.
     solved_tags: StrList = ["Résolu", "Solved"]
     close_solved: bool = False  # close (archive) a forum thread once it is solved

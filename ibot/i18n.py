@@ -101,6 +101,18 @@ _FR: dict[str, Entry] = {
         "Ta question est trop longue ({tokens} tokens, maximum {limit}). "
         "Raccourcis-la ou découpe-la en plusieurs questions."
     ),
+    "knowledge.sources_heading": "Discussions résolues similaires",
+    "similar.heading": "🔎 Discussions résolues similaires à « {query} » :",
+    "similar.line": "{number}. {link} — score {score}",
+    "similar.none": (
+        "Aucune discussion résolue ne ressemble à ta recherche. "
+        "Essaie d'autres mots-clés, ou pose ta question dans le forum."
+    ),
+    "similar.off": "La recherche de discussions résolues n'est pas activée sur ce serveur.",
+    "similar.bad_query": (
+        "Ta recherche ne contient aucun mot à chercher. "
+        "Écris quelques mots-clés, par exemple « pip install erreur »."
+    ),
     "summary.refused": "Seuls les modérateurs et les admins peuvent demander un résumé.",
     "summary.too_few_messages": "Il n'y a pas assez de messages à résumer ici.",
     "summary.title": "Résumé de #{channel} ({count} messages)",
@@ -231,6 +243,17 @@ _EN: dict[str, Entry] = {
         "Your question is too long ({tokens} tokens, at most {limit}). "
         "Shorten it or split it into several questions."
     ),
+    "knowledge.sources_heading": "Similar solved threads",
+    "similar.heading": "🔎 Solved threads similar to “{query}”:",
+    "similar.line": "{number}. {link} — score {score}",
+    "similar.none": (
+        "No solved thread looks like your search. "
+        "Try other keywords, or ask your question in the forum."
+    ),
+    "similar.off": "Searching solved threads is not enabled on this server.",
+    "similar.bad_query": (
+        "Your search has no word to look for. Type a few keywords, for example “pip install error”."
+    ),
     "summary.refused": "Only moderators and admins can ask for a summary.",
     "summary.too_few_messages": "There aren't enough messages to summarize here.",
     "summary.title": "Summary of #{channel} ({count} messages)",
@@ -353,6 +376,7 @@ PROMPT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "summary_chunk": (frozenset({"transcript"}), frozenset({"channel", "transcript"})),
     "summary_combine": (frozenset({"transcript"}), frozenset({"channel", "transcript"})),
     "chat": (frozenset(), frozenset()),
+    "sources": (frozenset({"sources"}), frozenset({"sources"})),
 }
 
 

@@ -30,6 +30,16 @@ USED_KEYS = {
     "summary.too_few_messages": {},
     "summary.title": {"channel": "aide", "count": 42},
     "cost_report.refused": {},
+    "knowledge.sources_heading": {},
+    "similar.heading": {"query": "pip install"},
+    "similar.line": {
+        "number": 1,
+        "link": "[pip](https://discord.com/channels/1/2)",
+        "score": "0.9",
+    },
+    "similar.none": {},
+    "similar.off": {},
+    "similar.bad_query": {},
     **{
         f"attachment.{name}": {"name": "capture.png", "limit": "10 MB"}
         for name in (
@@ -134,6 +144,7 @@ def test_shipped_prompts_load_with_every_template(lang):
         "question": "Pourquoi ?",
         "channel": "aide",
         "transcript": "[2026-01-01 10:00] alice: bonjour",
+        "sources": "[1] pip ne marche pas — https://discord.com/channels/1/2",
     }
     for key in PROMPT_KEYS:
         filled = prompts[key].format(**values)

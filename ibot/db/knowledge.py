@@ -262,6 +262,23 @@ class KnowledgeStore:
             await session.commit()
         return cast(CursorResult[Any], result).rowcount == 1
 
+    async def contents(
+        self, thread_ids: Sequence[int], *, guild_id: int | None
+    ) -> dict[int, tuple[str, str]]:
+        """Question and answer of these threads (of `guild_id` only, when given)."""
+        if not thread_ids:
+            return {}
+        statement = select(
+            KnowledgeThreadRecord.thread_id,
+            KnowledgeThreadRecord.question,
+            KnowledgeThreadRecord.answer,
+        ).where(KnowledgeThreadRecord.thread_id.in_(list(thread_ids)))
+        if guild_id is not None:
+            statement = statement.where(KnowledgeThreadRecord.guild_id == guild_id)
+        async with self._sessionmaker() as session:
+            rows = await session.execute(statement)
+            return {thread_id: (question, answer) for thread_id, question, answer in rows}
+
     async def candidates(
         self, terms: Sequence[str], *, guild_id: int | None, limit: int
     ) -> list[Candidate]:

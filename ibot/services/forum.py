@@ -14,6 +14,13 @@ files get their share first, cut fairly (see `share_budget`) and each keeping it
 `--- name ---` header, and the post's own text gets what is left, but never less than
 `MIN_CONTENT_TOKENS` (1 000 tokens, or the whole text when shorter): the member's
 question is not thrown away for their logs.
+
+With the knowledge base on, the guild's similar solved threads are quoted as numbered
+sources (`ibot.services.grounding`) between the post and its files. They take their
+budget (`knowledge.max_source_tokens` at most) *before* the files' share, once the post
+text's floor is set aside: a few hundred tokens of a thread that solved the same problem
+are worth more than the last lines of a long log, and the files still get everything
+else. The whole request still fits `max_prompt_tokens`.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from ibot.services.attachments import (
     AttachmentSource,
     process_attachments,
 )
+from ibot.services.grounding import Grounding, sources_block
+from ibot.services.knowledge import Hit, Source
 from ibot.services.outcomes import Answered, Failed, call_for_outcome
 from ibot.services.prompts import FeatureConfig, PromptBuilder, attachments_block
 
@@ -119,6 +128,7 @@ class ForumService:
         no_bot_tags: Iterable[str] = (),
         attachment_limits: AttachmentLimits | None = None,
         catch_up_hours: float = 0,
+        grounding: Grounding | None = None,
     ) -> None:
         self.gateway = gateway
         self.prompts = prompts
@@ -127,6 +137,7 @@ class ForumService:
         self.no_bot_tags = {tag.casefold() for tag in no_bot_tags}
         self.attachment_limits = attachment_limits or AttachmentLimits()
         self.catch_up_hours = catch_up_hours
+        self.grounding = grounding
 
     # ---- the thread's state: claimed once, then answered, failed or skipped -------------
 
@@ -232,7 +243,11 @@ class ForumService:
     async def answer(self, post: ForumPost) -> ForumOutcome:
         processed = tuple(await process_attachments(post.attachments, self.attachment_limits))
         persona = self.prompts.persona
-        user_text, files = self._fit(post, processed, persona)
+        found: list[Source] = []
+        if self.grounding is not None:
+            query = f"{post.title}\n{post.content}"
+            found = await self.grounding.find(query, guild_id=post.guild_id)
+        user_text, files, hits = self._fit(post, processed, persona, found)
         images = tuple(r.image for r in processed if r.image is not None)
         request = LLMRequest(
             messages=(
@@ -250,19 +265,26 @@ class ForumService:
             ),
             temperature=self.config.temperature,
         )
-        return await call_for_outcome(self.gateway, request, processed)
+        return await call_for_outcome(self.gateway, request, processed, hits)
 
     def _fit(
-        self, post: ForumPost, processed: Sequence[AttachmentResult], persona: str
-    ) -> tuple[str, str]:
-        """The user message's text and files block, cut to fit `max_prompt_tokens`.
+        self,
+        post: ForumPost,
+        processed: Sequence[AttachmentResult],
+        persona: str,
+        found: Sequence[Source] = (),
+    ) -> tuple[str, str, tuple[Hit, ...]]:
+        """The user message's text (with the sources) and files block, cut to fit
+        `max_prompt_tokens`, and the hits quoted as sources.
 
-        The files' budget is the limit less the fixed part (persona, template, title,
-        tags, the files' headers and fences) and less the post text's floor
-        (`MIN_CONTENT_TOKENS`, or the whole text if shorter); it is split among the files
-        by `share_budget`. The post's text then gets all that is left. Token counts of
-        joined pieces can differ by a token or so from the sum of their parts, so the
-        result is re-counted and the files give back whatever the text's floor lacks.
+        The sources get at most `max_source_tokens` of what the fixed part (persona,
+        template, title, tags, the files' headers and fences) and the post text's floor
+        (`MIN_CONTENT_TOKENS`, or the whole text if shorter) leave. The files' budget is
+        the limit less the fixed part, the sources and the text's floor; it is split
+        among the files by `share_budget`. The post's text then gets all that is left.
+        Token counts of joined pieces can differ by a token or so from the sum of their
+        parts, so the result is re-counted and the files give back whatever the text's
+        floor lacks.
         """
         model, limit = self.config.model, self.config.max_prompt_tokens
 
@@ -275,10 +297,12 @@ class ForumService:
                 content=content,
             )
 
+        sources = ""
+
         def count(content: str, files: str) -> int:
             messages = (
                 ChatMessage("system", persona),
-                ChatMessage("user", render(content) + files),
+                ChatMessage("user", render(content) + sources + files),
             )
             return tokens.count_messages(messages, model)
 
@@ -294,6 +318,10 @@ class ForumService:
         sizes = [tokens.count_text(text, model) for text in texts]
         headers = attachments_block(_with_bodies(processed, [0] * len(texts), model))
         floor = min(tokens.count_text(post.content, model), MIN_CONTENT_TOKENS)
+        hits: tuple[Hit, ...] = ()
+        if found and self.grounding is not None:
+            room = min(self.grounding.max_source_tokens, limit - count("", headers) - floor)
+            sources, hits = sources_block(self.prompts, found, max(0, room), model)
         budget = max(0, limit - count("", headers) - floor)
         while True:
             files = attachments_block(_with_bodies(processed, share_budget(sizes, budget), model))
@@ -306,4 +334,7 @@ class ForumService:
             # Not even the files' headers fit beside the title and persona: drop them.
             files = ""
             content = fit_content(files)
-        return render(content), files
+        if count(content, files) > limit and sources:
+            sources, hits = "", ()
+            content = fit_content(files)
+        return render(content) + sources, files, hits

@@ -111,6 +111,15 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A hit with the text a prompt quotes from it: the thread's question and answer."""
+
+    hit: Hit
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True, slots=True)
 class KnowledgeStats:
     threads: int
     per_guild: Mapping[int, int] = field(default_factory=dict)  # guild id → threads
@@ -219,6 +228,12 @@ class KnowledgeBase:
             for s, c in scored
             if s >= self.min_score and s > 0
         ][:k]
+
+    async def sources(self, query: str, *, guild_id: int, k: int = 3) -> list[Source]:
+        """`search` within one guild, each hit with its stored question and answer."""
+        hits = await self.search(query, guild_id=guild_id, k=k)
+        contents = await self._store.contents([h.thread_id for h in hits], guild_id=guild_id)
+        return [Source(hit, *contents[hit.thread_id]) for hit in hits if hit.thread_id in contents]
 
     async def stats(self, guild_id: int | None = None) -> KnowledgeStats:
         """Threads per guild and per answer kind, and the newest solved_at."""

@@ -7,6 +7,7 @@ the same facts the same way; no exception escapes a service for an expected fail
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +22,7 @@ from ibot.domain import (
 )
 from ibot.llm.gateway import ModelGateway
 from ibot.services.attachments import AttachmentResult
+from ibot.services.knowledge import Hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,8 @@ class Answered:
     ledger_id: int | None = None
     # The model asked for, when a budget made a cheaper (or the local) model answer.
     degraded_from: str | None = None
+    # The solved threads quoted in the prompt as numbered sources ([1] is the first).
+    sources: tuple[Hit, ...] = ()
 
     @classmethod
     def of(cls, result: LLMResult, attachments: tuple[AttachmentResult, ...] = ()) -> Answered:
@@ -76,14 +80,17 @@ class Failed:
 
 
 async def call_for_outcome(
-    gateway: ModelGateway, request: LLMRequest, attachments: tuple[AttachmentResult, ...] = ()
+    gateway: ModelGateway,
+    request: LLMRequest,
+    attachments: tuple[AttachmentResult, ...] = (),
+    sources: tuple[Hit, ...] = (),
 ) -> Answered | Failed:
     """One gateway call, as the typed outcome a cog renders (its ledger row is written)."""
     try:
         result = await gateway.complete(request)
     except LLMCallError as err:
         return Failed.of(err, attachments)
-    return Answered.of(result, attachments)
+    return dataclasses.replace(Answered.of(result, attachments), sources=sources)
 
 
 @dataclass(frozen=True, slots=True)
