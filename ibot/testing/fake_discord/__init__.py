@@ -35,6 +35,15 @@ Discord's rules where a bot can get them wrong in production:
   interaction; the first follow-up after a deferral fills the "thinking…" message and
   keeps the deferral's ephemerality; the token's webhook answers 401 50027 after 15
   minutes (`token_lifetime_s`, on `fake.clock`); at most 25 autocomplete choices;
+- message components: every message the bot writes (channel messages and edits,
+  interaction responses, follow-ups and webhook edits) keeps its `components`, each
+  given an `id`, served back by REST and in MESSAGE_CREATE/UPDATE; at most 5 action
+  rows of 1 to 5 buttons, custom_id 1-100 characters, required (but on link buttons,
+  which need a url) and unique in the message, label at most 80 (400 50035 with the
+  `errors` tree); `click(member, message, custom_id)` sends INTERACTION_CREATE type 3
+  (MESSAGE_COMPONENT) with the full message; the bot answers with a new message (4,
+  ephemeral for the clicker only), or updates the clicked message (7, or 6 then PATCH
+  @original); 6 and 7 are refused for slash commands;
 - commands: stored and answered reshaped as Discord does (command_shapes.py), never
   echoed; at most 25 options and 25 choices;
 - faults on demand (`fake.faults`): 429 with `Via` (per-route, global, shared), 5xx,
@@ -83,7 +92,9 @@ in world.py, which FakeDiscord forwards them to):
   ``create_forum_thread`` (``starter="before"|"after"|"late"``, ``starter_misses``,
   ``announce``), ``deliver_starter``, ``add_bot_to_thread``, ``post_message``,
   ``archive_thread``, ``lock_thread``, ``delete_thread``, ``invoke_slash`` (→
-  ``InteractionHandle``), ``dispatch``, ``drop_gateway``;
+  ``InteractionHandle``), ``click`` (a button: → ``InteractionHandle``, with
+  ``is_component``, ``component_message``, ``updates``, ``updates_message`` and
+  ``wait_update``), ``dispatch``, ``drop_gateway``;
 - switches: ``privileged_intents`` (the developer portal's, changeable at any time),
   ``expire_attachment_urls()`` (the CDN's clock passes every URL handed out),
   ``clock`` (the fake's time, for the acknowledgement window, token lifetime, buckets

@@ -124,6 +124,7 @@ class MessageFlag:
     EPHEMERAL = 1 << 6
     LOADING = 1 << 7
     SUPPRESS_NOTIFICATIONS = 1 << 12
+    IS_COMPONENTS_V2 = 1 << 15
 
 
 class InteractionCallback:
@@ -134,6 +135,21 @@ class InteractionCallback:
     UPDATE_MESSAGE = 7
     AUTOCOMPLETE_RESULT = 8
     MODAL = 9
+
+
+class InteractionType:
+    APPLICATION_COMMAND = 2
+    MESSAGE_COMPONENT = 3
+
+
+class ComponentType:
+    ACTION_ROW = 1
+    BUTTON = 2
+
+
+class ButtonStyle:
+    LINK = 5
+    PREMIUM = 6
 
 
 class OptionType:
@@ -187,6 +203,14 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # sub-command, choices per option, and choices in an autocomplete result.
 MAX_COMMAND_OPTIONS = 25
 MAX_CHOICES = 25
+
+# Message components (openapi.json: ActionRowComponentForMessageRequest, maxItems 5;
+# ButtonComponentForMessageRequest, custom_id 1-100, label up to 80): without the
+# IS_COMPONENTS_V2 flag a message holds at most 5 action rows of at most 5 buttons.
+MAX_ACTION_ROWS = 5
+MAX_ROW_COMPONENTS = 5
+MAX_CUSTOM_ID = 100
+MAX_BUTTON_LABEL = 80
 
 #: How long an interaction token opens its webhook (receiving-and-responding.mdx:
 #: "Interaction tokens are valid for 15 minutes").

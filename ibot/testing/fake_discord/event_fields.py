@@ -7,8 +7,8 @@ a `?` before the type means it may be null. Types:
 - scalars: ``snowflake`` (a string of digits), ``string``, ``integer``, ``number``
   (float, double), ``boolean``, ``timestamp`` (ISO8601), ``null`` (a field whose only
   value is null: role tags), ``any``; ``integer|string`` for "integer or string";
-- ``object``: a JSON object whose table is not transcribed here (components, stickers,
-  polls, voice states, presences…: the fake only ever sends them empty);
+- ``object``: a JSON object whose table is not transcribed here (stickers, polls, voice
+  states, presences…: the fake only ever sends them empty);
 - a table's name (``User``, ``Channel``…), ``partial X`` (fields typed as in X, none
   required: the docs' "partial" objects), ``array<X>``, ``map<X>`` (the docs' "map of
   snowflakes to X" and "dictionary"), and the unions below (one table or another,
@@ -23,7 +23,10 @@ channel.mdx, message.mdx, receiving-and-responding.mdx, opcodes-and-status-codes
 and, for the user, guild, guild member, role, emoji and application objects, which that
 copy lacks, the same commit of github.com/discord/discord-api-docs (c98d64b, 2026-08-06):
 developers/resources/user.mdx, guild.mdx, emoji.mdx, application.mdx and
-developers/topics/permissions.mdx.
+developers/topics/permissions.mdx. The message components (action rows and buttons),
+whose reference page the copy lacks too, are read from ../shared/specs/discord-api-spec/
+openapi.json (ActionRowComponentResponse, ButtonComponentResponse,
+ComponentEmojiResponse: what Discord serves back in a message).
 
 The gateway close codes (opcodes-and-status-codes.mdx, "Gateway Close Event Codes") are at
 the end: the fake's `drop` and the protocol tests read them.
@@ -400,7 +403,7 @@ MESSAGE = _table(
     ("interaction_metadata?", "MessageInteractionMetadata"),
     ("interaction?", "MessageInteraction"),
     ("thread?", "Channel"),
-    ("components?", "array<object>"),
+    ("components?", "array<MessageComponent>"),
     ("sticker_items?", "array<object>"),
     ("stickers?", "array<object>"),
     ("position?", "integer"),
@@ -409,6 +412,48 @@ MESSAGE = _table(
     ("poll?", "object"),
     ("call?", "MessageCall"),
     ("shared_client_theme?", "object"),
+)
+
+# -- message components (openapi.json, the schemas of a message's components) -----------
+
+_OPENAPI = "discord-api-spec/openapi.json#/components/schemas/"
+# "array of message components" (message.mdx, components): told apart by their `type`;
+# the fake checks action rows (1) and buttons (2), the only ones it stores knowingly.
+_union(
+    Union(
+        "MessageComponent",
+        f"{_MSG}#message-object-message-structure; {_OPENAPI}MessageResponse",
+        key="type",
+        cases={1: "ActionRowComponent", 2: "ButtonComponent"},
+        default="any",
+    )
+)
+_table(
+    "ActionRowComponent",
+    f"{_OPENAPI}ActionRowComponentResponse",
+    ("type", "integer"),
+    ("id", "integer"),
+    ("components", "array<MessageComponent>"),
+)
+_table(
+    "ButtonComponent",
+    f"{_OPENAPI}ButtonComponentResponse",
+    ("type", "integer"),
+    ("id", "integer"),
+    ("custom_id?", "string"),
+    ("style", "integer"),
+    ("label?", "string"),
+    ("disabled?", "boolean"),
+    ("emoji?", "ComponentEmoji"),
+    ("url?", "?string"),
+    ("sku_id?", "snowflake"),
+)
+_table(
+    "ComponentEmoji",
+    f"{_OPENAPI}ComponentEmojiResponse",
+    ("id?", "snowflake"),
+    ("name", "string"),
+    ("animated?", "boolean"),
 )
 
 _table(
@@ -631,6 +676,27 @@ _table(
     ("authorizing_integration_owners", "map<snowflake>"),
     ("context?", "integer"),
     ("attachment_size_limit", "integer"),
+)
+
+# A click on a component (type 3 MESSAGE_COMPONENT) always carries its data and the
+# message the component is on: "This is always present on application command, message
+# component, and modal submit interaction types" (data); "For components or modals
+# triggered by components, the message they were attached to" (message).
+_extend(
+    "ComponentInteraction",
+    TABLES["Interaction"],
+    f"{_IX}#interaction-object-interaction-structure (data and message, for type 3)",
+    ("data", "InteractionData"),
+    ("message", "Message"),
+)
+_union(
+    Union(
+        "InteractionCreate",
+        f"{_GE}#interaction-create; {_IX}#interaction-object-interaction-type",
+        key="type",
+        cases={3: "ComponentInteraction"},
+        default="Interaction",
+    )
 )
 
 _union(
@@ -897,7 +963,7 @@ _event("MESSAGE_CREATE", f"{_GE}#message-create", "MessageCreate")
 _event("MESSAGE_UPDATE", f"{_GE}#message-update", "MessageCreate")  # "the same extra fields"
 _event("MESSAGE_DELETE", f"{_GE}#message-delete", "MessageDelete")
 _event("MESSAGE_REACTION_ADD", f"{_GE}#message-reaction-add", "MessageReactionAdd")
-_event("INTERACTION_CREATE", f"{_GE}#interaction-create", "Interaction")
+_event("INTERACTION_CREATE", f"{_GE}#interaction-create", "InteractionCreate")
 
 
 # -- gateway close codes (opcodes-and-status-codes.mdx) -----------------------------------

@@ -1,6 +1,7 @@
 """REST routes of an interaction: the callback, and the webhook its token opens.
 
-`POST /interactions/{id}/{token}/callback` acknowledges a slash command; then
+`POST /interactions/{id}/{token}/callback` acknowledges a slash command or a button
+click (types 6 and 7, for clicks only, update the button's message); then
 `/webhooks/{app}/{token}` creates follow-ups and reads, edits and deletes the original
 response and the follow-ups. None of them takes the bot token: the interaction's token
 authorizes them, and what they may do depends on the interaction's state (acknowledged
@@ -18,6 +19,7 @@ from aiohttp import web
 
 from ibot.testing.fake_discord.constants import (
     INTERACTION_ALREADY_ACKNOWLEDGED,
+    INVALID_FORM_BODY,
     INVALID_WEBHOOK_TOKEN,
     UNKNOWN_INTERACTION,
     UNKNOWN_MESSAGE,
@@ -26,9 +28,13 @@ from ibot.testing.fake_discord.constants import (
     MessageFlag,
 )
 from ibot.testing.fake_discord.interactions import InteractionHandle
-from ibot.testing.fake_discord.message_bodies import apply_edit, new_message_files
+from ibot.testing.fake_discord.message_bodies import (
+    apply_edit,
+    new_message_files,
+    store_uploads,
+)
 from ibot.testing.fake_discord.model import Json, StoredMessage
-from ibot.testing.fake_discord.validation import check_choices
+from ibot.testing.fake_discord.validation import check_choices, leaf_error, validate_message
 from ibot.testing.fake_discord.wire import ApiError, RecordedRequest, json_response, no_content
 
 if TYPE_CHECKING:
@@ -59,7 +65,35 @@ class InteractionRoutes:
         kind = body.get("type")
         if kind == InteractionCallback.AUTOCOMPLETE_RESULT:
             check_choices(data.get("choices"), ("data", "choices"))
-        if kind == InteractionCallback.CHANNEL_MESSAGE_WITH_SOURCE:
+        updating = kind in (
+            InteractionCallback.DEFERRED_UPDATE_MESSAGE,
+            InteractionCallback.UPDATE_MESSAGE,
+        )
+        if updating and handle.component_message is None:
+            # "Only valid for component-based interactions" (Interaction Callback Type).
+            handle.rejected.append(("callback", INVALID_FORM_BODY))
+            raise ApiError(
+                400,
+                INVALID_FORM_BODY,
+                "Invalid Form Body",
+                {
+                    "type": leaf_error(
+                        "INTERACTION_CALLBACK_TYPE_INVALID",
+                        "Only valid for component-based interactions",
+                    )
+                },
+            )
+        if kind == InteractionCallback.UPDATE_MESSAGE:
+            # "For components, edit the message the component was attached to".
+            target = handle.component_message
+            assert target is not None
+            if target.deleted:
+                raise ApiError(404, UNKNOWN_MESSAGE, "Unknown Message")
+            files = store_uploads(fake, call, data)
+            validate_message(data, files, creating=False)
+            fake.message_store.edit(target, data, files)
+            handle.updates.append(data)
+        elif kind == InteractionCallback.CHANNEL_MESSAGE_WITH_SOURCE:
             files = new_message_files(fake, call, data)
             handle.original = fake.message_store.create_for_interaction(
                 handle, data, files, original=True
@@ -71,10 +105,17 @@ class InteractionRoutes:
             )
         handle.callbacks.append(body)
         if call.query.get("with_response") in ("true", "1"):
+            interaction = {"id": iid, "type": handle.kind}
+            if kind == InteractionCallback.DEFERRED_UPDATE_MESSAGE:
+                # No resource: openapi.json's InteractionCallbackResponse has one only for
+                # a message created (4) or updated (7), or an activity launched (12).
+                return json_response({"interaction": interaction})
             resource: Json = {"type": kind}
-            if handle.original is not None:
+            if kind == InteractionCallback.UPDATE_MESSAGE and handle.component_message:
+                resource["message"] = handle.component_message.data
+            elif handle.original is not None:
                 resource["message"] = handle.original.data
-            return json_response({"interaction": {"id": iid, "type": 2}, "resource": resource})
+            return json_response({"interaction": interaction, "resource": resource})
         return no_content()
 
     async def followup(self, call: RecordedRequest, app: str, token: str) -> web.Response:
@@ -121,6 +162,8 @@ class InteractionRoutes:
         handle = self._by_token(app, token)
         stored = self._webhook_message(handle, mid)
         apply_edit(self.fake, stored, call)
+        if stored is handle.component_message:
+            handle.updates.append(dict(call.json or {}))
         return json_response(stored.data)
 
     async def delete_webhook_message(
@@ -145,7 +188,10 @@ class InteractionRoutes:
         return handle
 
     def _webhook_message(self, handle: InteractionHandle, mid: str) -> StoredMessage:
-        if mid == "@original":
+        if mid == "@original" and handle.updates_message:
+            # After a type 6 or 7 the original response is the button's message.
+            stored = handle.component_message
+        elif mid == "@original":
             stored = handle.original
         else:
             stored = next((m for m in handle.messages if m.id == int(mid)), None)

@@ -1,4 +1,12 @@
-"""Slash-command interactions: the INTERACTION_CREATE payload and what the bot answered.
+"""Interactions: the INTERACTION_CREATE payload and what the bot answered.
+
+Two kinds: a slash command (type 2, `build_interaction`) and a click on a message's
+button (type 3 MESSAGE_COMPONENT, `build_component_interaction`: `data.custom_id` and
+`component_type`, and the full `message` the button is on). A component interaction
+may also be answered with type 6 DEFERRED_UPDATE_MESSAGE (acknowledge, edit later) or
+7 UPDATE_MESSAGE (the callback's data edits the button's message); after either,
+`@original` on its webhook is the button's message. Both are refused for a slash
+command ("Only valid for component-based interactions").
 
 Discord's rules the fake keeps, because a bot that breaks them fails in production:
 
@@ -26,7 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from ibot.testing.fake_discord.constants import (
     MAX_UPLOAD_BYTES,
+    ButtonStyle,
+    ComponentType,
     InteractionCallback,
+    InteractionType,
     MessageFlag,
     OptionType,
 )
@@ -48,11 +59,14 @@ Json = dict[str, Any]
 
 @dataclass(eq=False)
 class InteractionHandle:
-    """One slash invocation and everything the bot did about it.
+    """One slash invocation or button click, and everything the bot did about it.
 
     `callbacks` are the raw POST /callback bodies; `original` the response message
     (a loading placeholder after a deferral, until edited or filled by a follow-up);
-    `followups` every message created through POST /webhooks/{app}/{token}.
+    `followups` every message created through POST /webhooks/{app}/{token}. For a
+    click, `kind` is 3, `name` the button's custom_id, `component_message` the message
+    the button is on and `updates` each edit of it through this interaction (a type-7
+    callback's data, or a PATCH of `@original` after a type 6 or 7).
     """
 
     id: int
@@ -65,6 +79,22 @@ class InteractionHandle:
     original: StoredMessage | None = None
     followups: list[StoredMessage] = field(default_factory=list)
     rejected: list[tuple[str, int]] = field(default_factory=list)  # (what, Discord code)
+    kind: int = InteractionType.APPLICATION_COMMAND
+    component_message: StoredMessage | None = None
+    updates: list[Json] = field(default_factory=list)
+
+    @property
+    def is_component(self) -> bool:
+        return self.kind == InteractionType.MESSAGE_COMPONENT
+
+    @property
+    def updates_message(self) -> bool:
+        """Whether the bot answered a click by (deferring) an update of its message."""
+        first = self.callbacks[0]["type"] if self.callbacks else None
+        return first in (
+            InteractionCallback.DEFERRED_UPDATE_MESSAGE,
+            InteractionCallback.UPDATE_MESSAGE,
+        )
 
     @property
     def acknowledged(self) -> bool:
@@ -110,6 +140,12 @@ class InteractionHandle:
 
         return await self._fake.wait_for(answered, timeout=timeout)
 
+    async def wait_update(self, count: int = 1, timeout: float = 5.0) -> StoredMessage:  # noqa: ASYNC109
+        """The button's message once this interaction edited it `count` times."""
+        await self._fake.wait_for(lambda: len(self.updates) >= count, timeout=timeout)
+        assert self.component_message is not None
+        return self.component_message
+
 
 def build_interaction(
     fake: FakeDiscord,
@@ -137,16 +173,89 @@ def build_interaction(
         data["resolved"] = resolved
     if command.get("guild_id"):
         data["guild_id"] = str(command["guild_id"])
+    payload = _base_payload(fake, guild, member, channel, interaction_id, token, locale)
+    payload["data"] = data
+    return InteractionHandle(
+        id=interaction_id,
+        token=token,
+        name=command["name"],
+        payload=payload,
+        created_at=fake.clock(),
+        _fake=fake,
+    )
+
+
+def build_component_interaction(
+    fake: FakeDiscord,
+    guild: FakeGuild,
+    member: FakeMember,
+    message: StoredMessage,
+    custom_id: str,
+    locale: str,
+) -> InteractionHandle:
+    """An INTERACTION_CREATE (type 3, MESSAGE_COMPONENT) for a click on the button
+    `custom_id` of `message`: `data: {custom_id, component_type: 2}` and the full
+    `message` (receiving-and-responding.mdx, Interaction Structure: "For components…,
+    the message they were attached to"). LookupError if the message has no such
+    button; ValueError if it is disabled or a link button (they send no interaction).
+    """
+    button = find_button(message.data.get("components") or [], custom_id)
+    if button is None:
+        raise LookupError(f"message {message.id} has no button with custom_id {custom_id!r}")
+    if button.get("disabled") or button.get("style") in (ButtonStyle.LINK, ButtonStyle.PREMIUM):
+        raise ValueError(f"button {custom_id!r} cannot be clicked (disabled, link or premium)")
+    channel = fake.channels[message.channel_id]
+    interaction_id = fake._snowflakes.next()
+    token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
+    payload = _base_payload(fake, guild, member, channel, interaction_id, token, locale)
+    payload["type"] = InteractionType.MESSAGE_COMPONENT
+    payload["data"] = {"custom_id": custom_id, "component_type": ComponentType.BUTTON}
+    payload["message"] = dict(message.data)
+    return InteractionHandle(
+        id=interaction_id,
+        token=token,
+        name=custom_id,
+        payload=payload,
+        created_at=fake.clock(),
+        _fake=fake,
+        kind=InteractionType.MESSAGE_COMPONENT,
+        component_message=message,
+    )
+
+
+def find_button(components: list[Json], custom_id: str) -> Json | None:
+    """The button with this custom_id anywhere in the component tree, or None."""
+    for component in components:
+        if (
+            component.get("type") == ComponentType.BUTTON
+            and component.get("custom_id") == custom_id
+        ):
+            return component
+        inner = find_button(component.get("components") or [], custom_id)
+        if inner is not None:
+            return inner
+    return None
+
+
+def _base_payload(
+    fake: FakeDiscord,
+    guild: FakeGuild,
+    member: FakeMember,
+    channel: FakeChannel,
+    interaction_id: int,
+    token: str,
+    locale: str,
+) -> Json:
+    """The fields every guild interaction carries, whatever its type."""
     bot_member = guild.members[fake.bot_user.id]
     member_payload = member.payload()
     # "Guild member data for the invoking user, including permissions": in this channel,
     # overwrites included, as is app_permissions (the bot's, "in the source location").
     member_payload["permissions"] = str(guild.permissions_in(member, channel))
-    payload: Json = {
+    return {
         "id": str(interaction_id),
         "application_id": str(fake.application_id),
-        "type": 2,
-        "data": data,
+        "type": InteractionType.APPLICATION_COMMAND,
         "guild_id": str(guild.id),
         "channel_id": str(channel.id),
         "channel": channel.payload(),
@@ -161,14 +270,6 @@ def build_interaction(
         "context": 0,
         "attachment_size_limit": MAX_UPLOAD_BYTES,
     }
-    return InteractionHandle(
-        id=interaction_id,
-        token=token,
-        name=command["name"],
-        payload=payload,
-        created_at=fake.clock(),
-        _fake=fake,
-    )
 
 
 def _encode_options(

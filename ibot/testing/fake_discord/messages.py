@@ -84,6 +84,7 @@ class MessageStore:
         *,
         content: str = "",
         embeds: list[Json] | None = None,
+        components: list[Json] | None = None,
         files: list[StoredAttachment] | None = None,
         allowed_mentions: Json | None = None,
         flags: int = 0,
@@ -119,7 +120,7 @@ class MessageStore:
             "pinned": False,
             "type": message_type,
             "flags": flags,
-            "components": [],
+            "components": stored_components(components),
         }
         _set_mentions(data, allowed_mentions, guild, fake.users)
         if nonce is not None:
@@ -179,32 +180,52 @@ class MessageStore:
         channel = fake.channels[int(handle.payload["channel_id"])]
         user = handle.payload["member"]["user"]
         ephemeral = is_ephemeral(body.get("flags"))
-        summary = {"id": str(handle.id), "type": 2, "name": handle.name, "user": user}
-        metadata = {
+        metadata: Json = {
             "id": str(handle.id),
-            "type": 2,
+            "type": handle.kind,
             "user": user,
-            "name": handle.name,
             "authorizing_integration_owners": handle.payload["authorizing_integration_owners"],
         }
+        extra: Json = {
+            "webhook_id": str(fake.application_id),
+            "application_id": str(fake.application_id),
+            "interaction_metadata": metadata,
+        }
+        if handle.component_message is not None:
+            # "responses to Message Components do not include [interaction], instead
+            # including a message reference" (receiving-and-responding.mdx, Message
+            # Interaction Object); the metadata names the message clicked on (message.mdx,
+            # Message Component Interaction Metadata).
+            clicked = handle.component_message
+            metadata["interacted_message_id"] = str(clicked.id)
+            extra["message_reference"] = {
+                "type": 0,
+                "message_id": str(clicked.id),
+                "channel_id": str(clicked.channel_id),
+                "guild_id": handle.payload["guild_id"],
+            }
+        else:
+            metadata["name"] = handle.name
+            extra["interaction"] = {
+                "id": str(handle.id),
+                "type": handle.kind,
+                "name": handle.name,
+                "user": user,
+            }
         stored = self.create(
             channel,
             fake.bot_user,
             content=body.get("content") or "",
             embeds=body.get("embeds") or [],
+            components=body.get("components") or [],
             files=files,
             allowed_mentions=body.get("allowed_mentions"),
             flags=int(body.get("flags") or 0),
             request=body,
             ephemeral=ephemeral,
-            message_type=20 if original else 0,
+            message_type=20 if original and not handle.is_component else 0,
             interaction_id=handle.id,
-            extra={
-                "webhook_id": str(fake.application_id),
-                "application_id": str(fake.application_id),
-                "interaction": summary,
-                "interaction_metadata": metadata,
-            },
+            extra=extra,
         )
         if not ephemeral:
             self.dispatch("MESSAGE_CREATE", stored)
@@ -226,6 +247,8 @@ class MessageStore:
             data["content"] = body["content"] or ""
         if "embeds" in body:
             data["embeds"] = [_normalize_embed(e) for e in body["embeds"] or []]
+        if "components" in body:
+            data["components"] = stored_components(body["components"])
         if "allowed_mentions" in body:
             stored.allowed_mentions = body["allowed_mentions"]
         if "flags" in body and body["flags"] is not None:
@@ -305,6 +328,36 @@ class MessageStore:
 
 def _without_content(data: Json) -> Json:
     return dict(data, content="", embeds=[], attachments=[], components=[])
+
+
+def stored_components(components: list[Json] | None) -> list[Json]:
+    """Components as Discord serves them back (openapi.json: ActionRowComponentResponse,
+    ButtonComponentResponse): the fields sent, nulls left out, and every component an
+    `id` (required in the responses), numbered 1, 2… in order where the bot gave none."""
+    copied = [_without_nulls(c) for c in components or [] if isinstance(c, dict)]
+    flat: list[Json] = []
+    pending = list(copied)
+    while pending:
+        component = pending.pop(0)
+        flat.append(component)
+        pending[:0] = [c for c in component.get("components") or [] if isinstance(c, dict)]
+    used = {c["id"] for c in flat if isinstance(c.get("id"), int)}
+    next_id = 1
+    for component in flat:
+        if not isinstance(component.get("id"), int):
+            while next_id in used:
+                next_id += 1
+            component["id"] = next_id
+            used.add(next_id)
+    return copied
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 def _normalize_embed(embed: Json) -> Json:

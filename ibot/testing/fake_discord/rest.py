@@ -325,6 +325,7 @@ class RestApi:
             self.fake.bot_user,
             content=body.get("content") or "",
             embeds=body.get("embeds") or [],
+            components=body.get("components") or [],
             files=files,
             allowed_mentions=body.get("allowed_mentions"),
             flags=int(body.get("flags") or 0),

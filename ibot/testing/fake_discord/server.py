@@ -35,7 +35,11 @@ from ibot.testing.fake_discord.constants import (
 )
 from ibot.testing.fake_discord.faults import Faults
 from ibot.testing.fake_discord.gateway import Gateway
-from ibot.testing.fake_discord.interactions import InteractionHandle, build_interaction
+from ibot.testing.fake_discord.interactions import (
+    InteractionHandle,
+    build_component_interaction,
+    build_interaction,
+)
 from ibot.testing.fake_discord.messages import MessageStore
 from ibot.testing.fake_discord.model import (
     FakeChannel,
@@ -404,6 +408,39 @@ class FakeDiscord:
             options or {},
             locale,
         )
+        self._interactions_by_id[handle.id] = handle
+        self._interactions_by_token[handle.token] = handle
+        self.gateway.dispatch("INTERACTION_CREATE", handle.payload, None)
+        await self.flush()
+        return handle
+
+    async def click(
+        self,
+        member: FakeMember | FakeUser,
+        message: StoredMessage | int,
+        custom_id: str,
+        *,
+        locale: str = "fr",
+    ) -> InteractionHandle:
+        """A member clicks the button `custom_id` on `message`: INTERACTION_CREATE of
+        type 3 (MESSAGE_COMPONENT) with `data: {custom_id, component_type: 2}` and the
+        message as it is now. The handle records the bot's answer: a new message (type
+        4, `wait_answer`), or an update of the button's message (type 7, or type 6 then
+        a PATCH of @original: `wait_update`). LookupError if the message has no such
+        button; ValueError for a disabled, link or premium one, or an ephemeral message
+        someone else was sent (only its recipient sees it).
+        """
+        stored = self.message_store.get(message)
+        if stored.deleted:
+            raise LookupError(f"message {stored.id} was deleted")
+        channel = self.channels[stored.channel_id]
+        g = self.guilds[channel.guild_id]
+        clicker = self.world.member(g, member)
+        if stored.ephemeral and stored.interaction_id is not None:
+            recipient = self._interactions_by_id[stored.interaction_id].payload["member"]
+            if int(recipient["user"]["id"]) != clicker.user.id:
+                raise ValueError(f"message {stored.id} is ephemeral: only its recipient sees it")
+        handle = build_component_interaction(self, g, clicker, stored, custom_id, locale)
         self._interactions_by_id[handle.id] = handle
         self._interactions_by_token[handle.token] = handle
         self.gateway.dispatch("INTERACTION_CREATE", handle.payload, None)

@@ -16,6 +16,14 @@ never both: a list that is too long is reported as such, not item by item, and t
 6000-character total only once every embed is valid on its own. The same shape answers
 an autocomplete result of more than 25 choices (`check_choices`) and a command
 registered with more than 25 options or choices (`command_errors`).
+
+Message components (`component_errors`), as openapi.json's
+ActionRowComponentForMessageRequest and ButtonComponentForMessageRequest bound them: at
+most 5 action rows (without the IS_COMPONENTS_V2 flag, message.mdx), each of 1 to 5
+components; a button's `custom_id` 1 to 100 characters, required except on link (style
+5, which needs a `url`) and premium buttons, unique within the message; its `label` at
+most 80. The codes for a missing field and a duplicate custom_id (BASE_TYPE_REQUIRED,
+COMPONENT_CUSTOM_ID_DUPLICATED) are Discord's, though the copied pages do not list them.
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ from collections.abc import Sequence
 from ibot.testing.fake_discord.constants import (
     CANNOT_SEND_EMPTY_MESSAGE,
     INVALID_FORM_BODY,
+    MAX_ACTION_ROWS,
     MAX_AUTHOR_NAME,
+    MAX_BUTTON_LABEL,
     MAX_CHOICES,
     MAX_COMMAND_OPTIONS,
     MAX_CONTENT,
+    MAX_CUSTOM_ID,
     MAX_EMBED_DESCRIPTION,
     MAX_EMBED_FIELDS,
     MAX_EMBED_TITLE,
@@ -38,8 +49,12 @@ from ibot.testing.fake_discord.constants import (
     MAX_FIELD_VALUE,
     MAX_FILES,
     MAX_FOOTER_TEXT,
+    MAX_ROW_COMPONENTS,
     MAX_UPLOAD_BYTES,
     REQUEST_ENTITY_TOO_LARGE,
+    ButtonStyle,
+    ComponentType,
+    MessageFlag,
 )
 from ibot.testing.fake_discord.model import Json, StoredAttachment
 from ibot.testing.fake_discord.wire import ApiError, Upload
@@ -72,6 +87,9 @@ def validate_message(body: Json, files: list[StoredAttachment], *, creating: boo
             errors["embeds"] = leaf_error(
                 "MAX_EMBED_SIZE_EXCEEDED", f"Embed size exceeds maximum size of {MAX_EMBED_TOTAL}"
             )
+    components = component_errors(body.get("components"), int(body.get("flags") or 0))
+    if components:
+        errors["components"] = components
     if errors:
         raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", errors)
     if creating and not (
@@ -83,6 +101,56 @@ def validate_message(body: Json, files: list[StoredAttachment], *, creating: boo
         or body.get("poll")
     ):
         raise ApiError(400, CANNOT_SEND_EMPTY_MESSAGE, "Cannot send an empty message")
+
+
+def component_errors(components: object, flags: int = 0) -> Json:
+    """The `errors` node of a message's `components` (empty when Discord takes them):
+    action rows and the buttons in them; other component types are not checked."""
+    if not isinstance(components, list):
+        return {}
+    if not flags & MessageFlag.IS_COMPONENTS_V2 and len(components) > MAX_ACTION_ROWS:
+        return max_length(MAX_ACTION_ROWS)
+    problems: Json = {}
+    seen: set[str] = set()
+    for index, row in enumerate(components):
+        if not isinstance(row, dict) or row.get("type") != ComponentType.ACTION_ROW:
+            continue
+        children = row.get("components")
+        if not isinstance(children, list) or not 1 <= len(children) <= MAX_ROW_COMPONENTS:
+            problems[str(index)] = {"components": bad_length(1, MAX_ROW_COMPONENTS)}
+            continue
+        per_child: Json = {}
+        for position, child in enumerate(children):
+            is_button = isinstance(child, dict) and child.get("type") == ComponentType.BUTTON
+            if is_button and (found := _button_problems(child, seen)):
+                per_child[str(position)] = found
+        if per_child:
+            problems[str(index)] = {"components": per_child}
+    return problems
+
+
+def _button_problems(button: Json, seen: set[str]) -> Json:
+    """One button's problems; `seen` collects the message's custom_ids so far."""
+    found: Json = {}
+    style = button.get("style")
+    custom_id = button.get("custom_id")
+    if style == ButtonStyle.LINK:
+        if not button.get("url"):
+            found["url"] = leaf_error("BASE_TYPE_REQUIRED", "This field is required")
+    elif style != ButtonStyle.PREMIUM:
+        if custom_id is None:
+            found["custom_id"] = leaf_error("BASE_TYPE_REQUIRED", "This field is required")
+        elif not isinstance(custom_id, str) or not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
+            found["custom_id"] = bad_length(1, MAX_CUSTOM_ID)
+        elif custom_id in seen:
+            found["custom_id"] = leaf_error(
+                "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"
+            )
+        else:
+            seen.add(custom_id)
+    if too_long(button.get("label"), MAX_BUTTON_LABEL):
+        found["label"] = max_length(MAX_BUTTON_LABEL)
+    return found
 
 
 def too_long(value: object, limit: int) -> bool:
