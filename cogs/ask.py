@@ -18,11 +18,13 @@ from cogs._render import (
     member_facts,
     send_private_after_defer,
 )
+from cogs.feedback import answer_buttons, record_answer
 from ibot.app import Services
 from ibot.domain import CallContext, Feature
 from ibot.i18n import t
 from ibot.services.ask import AskOutcome
 from ibot.services.cooldown import Cooldowns
+from ibot.services.feedback import PostedAnswer
 from ibot.services.outcomes import Answered, Failed, TooLong
 from ibot.services.permissions import Access
 
@@ -32,6 +34,7 @@ class AskCog(commands.Cog):
         self.bot = bot
         self.services = services
         self.service = services.ask_service()
+        self.feedback = services.feedback_service()
         self.policy = services.role_policy()
         self.lang = services.settings.prompts.language
         self.cooldowns = Cooldowns(services.settings.discord.ask_cooldown_s)
@@ -112,10 +115,21 @@ class AskCog(commands.Cog):
                     lang=self.lang,
                     limit_bytes=self.services.settings.attachments.max_download_bytes,
                 )
-                for embeds in messages:
-                    await followup.send(
-                        embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
-                    )
+                # A public answer's first message carries the feedback buttons; a
+                # private one has no one else to vote, and cannot be edited with counts.
+                for index, embeds in enumerate(messages):
+                    if index == 0 and not private:
+                        first = await followup.send(
+                            embeds=embeds,
+                            view=answer_buttons(self.lang),
+                            allowed_mentions=NO_MENTIONS,
+                            wait=True,
+                        )
+                        await self._record(interaction, question, outcome, first.id)
+                    else:
+                        await followup.send(
+                            embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
+                        )
             case Failed():
                 self.cooldowns.release(invoker(interaction).id)
                 await send_private_after_defer(
@@ -130,6 +144,26 @@ class AskCog(commands.Cog):
                 )
             case _:
                 assert_never(outcome)
+
+    async def _record(
+        self, interaction: nextcord.Interaction, question: str, outcome: Answered, message_id: int
+    ) -> None:
+        channel = interaction.channel
+        in_thread = isinstance(channel, nextcord.Thread)
+        await record_answer(
+            self.feedback,
+            PostedAnswer(
+                message_id=message_id,
+                guild_id=interaction.guild_id or 0,
+                feature=Feature.ASK,
+                answer=outcome.text,
+                channel_id=channel.parent_id if isinstance(channel, nextcord.Thread) else None,
+                thread_id=interaction.channel_id if in_thread else None,
+                ledger_id=outcome.ledger_id,
+                asker_id=invoker(interaction).id,
+                question=question,
+            ),
+        )
 
 
 def setup(bot: commands.Bot, *, services: Services) -> None:

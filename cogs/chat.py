@@ -16,11 +16,13 @@ from cogs._render import (
     member_facts,
     reply,
 )
+from cogs.feedback import answer_buttons, record_answer
 from ibot.app import Services
 from ibot.domain import CallContext, Feature
 from ibot.i18n import t
 from ibot.services.chat import Duplicate, Turn
 from ibot.services.cooldown import Cooldowns
+from ibot.services.feedback import PostedAnswer
 from ibot.services.outcomes import Answered, Failed
 from ibot.services.permissions import Access
 
@@ -36,6 +38,7 @@ class ChatCog(commands.Cog):
         self.bot = bot
         self.services = services
         self.service = services.chat_service()
+        self.feedback = services.feedback_service()
         self.policy = services.role_policy()
         settings = services.settings
         self.chat_channels = set(settings.discord.gpt_channel_ids)
@@ -104,11 +107,26 @@ class ChatCog(commands.Cog):
                 messages = answered_embeds(outcome, title=self.title, lang=self.lang, limit_bytes=0)
                 for index, embeds in enumerate(messages):
                     if index == 0:
-                        await reply(
+                        first = await reply(
                             message,
                             embeds=embeds,
+                            view=answer_buttons(self.lang),
                             allowed_mentions=NO_MENTIONS,
                             mention_author=False,
+                        )
+                        await record_answer(
+                            self.feedback,
+                            PostedAnswer(
+                                message_id=first.id,
+                                guild_id=message.guild.id,
+                                feature=Feature.CHAT,
+                                answer=outcome.text,
+                                channel_id=context.channel_id,
+                                thread_id=context.thread_id,
+                                ledger_id=outcome.ledger_id,
+                                asker_id=message.author.id,
+                                question=message.clean_content,
+                            ),
                         )
                     else:
                         await channel.send(embeds=embeds, allowed_mentions=NO_MENTIONS)

@@ -31,8 +31,11 @@ from cogs._render import (
     attachment_source,
     failure_text,
 )
+from cogs.feedback import answer_buttons, record_answer
 from ibot.app import Services
+from ibot.domain import Feature
 from ibot.i18n import t
+from ibot.services.feedback import PostedAnswer
 from ibot.services.forum import CatchUp, ForumOutcome, ForumPost
 from ibot.services.outcomes import Answered, Failed
 
@@ -60,6 +63,7 @@ class ForumAutoReply(commands.Cog):
         self.bot = bot
         self.services = services
         self.service = services.forum_service()
+        self.feedback = services.feedback_service()
         settings = services.settings
         self.forum_ids = set(settings.discord.forum_channel_ids)
         self.lang = settings.prompts.language
@@ -199,7 +203,7 @@ class ForumAutoReply(commands.Cog):
         try:
             async with thread.typing():
                 outcome = await self.service.answer(post)
-            await self._post(thread, outcome)
+            await self._post(thread, outcome, post)
         except nextcord.HTTPException as err:
             if not await self._undeliverable(thread, err, outcome):
                 raise
@@ -230,8 +234,9 @@ class ForumAutoReply(commands.Cog):
         await self.service.undelivered(thread.id, reason, outcome)
         return True
 
-    async def _post(self, thread: nextcord.Thread, outcome: ForumOutcome) -> None:
-        """Post the outcome in the thread, then record it."""
+    async def _post(self, thread: nextcord.Thread, outcome: ForumOutcome, post: ForumPost) -> None:
+        """Post the outcome in the thread, then record it; an answer's first message
+        carries the feedback buttons (cogs/feedback.py)."""
         match outcome:
             case Answered():
                 messages = answered_embeds(
@@ -242,10 +247,32 @@ class ForumAutoReply(commands.Cog):
                 )
                 first: nextcord.Message | None = None
                 for embeds in messages:
-                    sent = await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
-                    first = first or sent
+                    if first is None:
+                        first = await thread.send(
+                            embeds=embeds,
+                            view=answer_buttons(self.lang),
+                            allowed_mentions=NO_MENTIONS,
+                        )
+                    else:
+                        await thread.send(embeds=embeds, allowed_mentions=NO_MENTIONS)
                 message_id = first.id if first else None
                 await self.service.posted(thread.id, outcome, message_id=message_id)
+                if first is not None:
+                    await record_answer(
+                        self.feedback,
+                        PostedAnswer(
+                            message_id=first.id,
+                            guild_id=thread.guild.id,
+                            feature=Feature.AUTO_REPLY,
+                            answer=outcome.text,
+                            channel_id=post.forum_id,
+                            thread_id=thread.id,
+                            ledger_id=outcome.ledger_id,
+                            asker_id=post.author_id,
+                            title=post.title,
+                            question=post.content,
+                        ),
+                    )
             case Failed():
                 await thread.send(failure_text(outcome, self.lang), allowed_mentions=NO_MENTIONS)
                 await self.service.posted(thread.id, outcome)

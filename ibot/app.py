@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ibot.config import Settings
 from ibot.db.budgets import BudgetStore
 from ibot.db.engine import create_engine, make_sessionmaker
+from ibot.db.feedback import FeedbackStore
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
@@ -32,12 +33,14 @@ from ibot.services.ask import AskService
 from ibot.services.attachments import AttachmentLimits
 from ibot.services.budgets import BudgetManager
 from ibot.services.chat import ChatService
+from ibot.services.feedback import FeedbackService
 from ibot.services.forum import ForumService
 from ibot.services.grounding import Grounding
 from ibot.services.knowledge import KnowledgeBase
 from ibot.services.permissions import RolePolicy
 from ibot.services.prompts import FeatureConfig, PromptBuilder
 from ibot.services.similar import SimilarService
+from ibot.services.solved import SolvedService
 from ibot.services.summary import SummaryService
 
 
@@ -61,6 +64,7 @@ class Services:
     in_flight: InFlight = field(default_factory=InFlight)
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _feedback: FeedbackService | None = field(default=None, repr=False)
 
     def feature_config(self, feature: Feature) -> FeatureConfig:
         fs = self.settings.feature(feature)
@@ -119,6 +123,15 @@ class Services:
 
     def summary_service(self) -> SummaryService:
         return SummaryService(self.gateway, self.prompts, self.feature_config(Feature.SUMMARY))
+
+    def feedback_service(self) -> FeedbackService:
+        """The one FeedbackService of the process (a click waits on its records)."""
+        if self._feedback is None:
+            self._feedback = FeedbackService(FeedbackStore(self.sessionmaker))
+        return self._feedback
+
+    def solved_service(self) -> SolvedService:
+        return SolvedService(self.feedback_service(), self.knowledge, self.role_policy())
 
     def role_policy(self) -> RolePolicy:
         roles = self.settings.roles

@@ -36,6 +36,7 @@ EXTENSIONS = (
     "cogs.budget",
     "cogs.cost_report",
     "cogs.similar",
+    "cogs.feedback",
 )
 
 

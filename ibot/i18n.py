@@ -113,6 +113,27 @@ _FR: dict[str, Entry] = {
         "Ta recherche ne contient aucun mot à chercher. "
         "Écris quelques mots-clés, par exemple « pip install erreur »."
     ),
+    "feedback.solved_button": "✅ Résolu",
+    "feedback.voted_up": "Merci ! Ton 👍 est compté.",
+    "feedback.voted_down": "Merci, ton 👎 est compté : ça nous aide à améliorer les réponses.",
+    "feedback.unchanged": "Tu as déjà voté ainsi pour cette réponse.",
+    "feedback.not_an_answer": "Ce message n'est pas une réponse que je peux noter.",
+    "solved.done": "C'est noté : la question est marquée résolue.",
+    "solved.done_indexed": (
+        "C'est noté : le fil est marqué résolu et rejoint les discussions résolues, "
+        "pour aider les prochains qui poseront la même question."
+    ),
+    "solved.refused": (
+        "Seuls l'auteur de la question et les modérateurs peuvent la marquer résolue."
+    ),
+    "solved.no_answer": (
+        "Je n'ai pas de réponse ici à marquer : indique le message qui a résolu "
+        "(son lien ou son id) avec `/solved message:`."
+    ),
+    "solved.not_in_forum": "`/solved` s'utilise dans un fil du forum d'entraide.",
+    "solved.bad_message": (
+        "Je ne trouve pas ce message dans ce fil. Donne le lien ou l'id d'un message d'ici."
+    ),
     "summary.refused": "Seuls les modérateurs et les admins peuvent demander un résumé.",
     "summary.too_few_messages": "Il n'y a pas assez de messages à résumer ici.",
     "summary.title": "Résumé de #{channel} ({count} messages)",
@@ -253,6 +274,25 @@ _EN: dict[str, Entry] = {
     "similar.off": "Searching solved threads is not enabled on this server.",
     "similar.bad_query": (
         "Your search has no word to look for. Type a few keywords, for example “pip install error”."
+    ),
+    "feedback.solved_button": "✅ Solved",
+    "feedback.voted_up": "Thanks! Your 👍 is counted.",
+    "feedback.voted_down": "Thanks, your 👎 is counted: it helps us improve the answers.",
+    "feedback.unchanged": "You already voted this way on this answer.",
+    "feedback.not_an_answer": "This message is not an answer I can rate.",
+    "solved.done": "Noted: the question is marked solved.",
+    "solved.done_indexed": (
+        "Noted: the thread is marked solved and joins the solved threads, "
+        "to help the next people who ask the same question."
+    ),
+    "solved.refused": "Only the person who asked and the moderators can mark it solved.",
+    "solved.no_answer": (
+        "I have no answer here to mark: point to the message that solved it "
+        "(its link or id) with `/solved message:`."
+    ),
+    "solved.not_in_forum": "`/solved` is used in a thread of the help forum.",
+    "solved.bad_message": (
+        "I can't find that message in this thread. Give the link or id of a message here."
     ),
     "summary.refused": "Only moderators and admins can ask for a summary.",
     "summary.too_few_messages": "There aren't enough messages to summarize here.",

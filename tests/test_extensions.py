@@ -10,7 +10,7 @@ from ibot.app import build_services
 from ibot.bot import EXTENSIONS, IBot, bot_intents
 from ibot.config import load_settings
 
-EXPECTED_COMMANDS = {"ask-gpt", "summary", "budget", "cost-report", "similar"}
+EXPECTED_COMMANDS = {"ask-gpt", "summary", "budget", "cost-report", "similar", "solved"}
 
 
 async def test_every_extension_loads_and_commands_are_named(tmp_path: Path):
