@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 import typer
 
+from ibot.cli_options import ConfigOption
 from ibot.config import ConfigError, Settings, fail_on_config_error, load_settings
 from ibot.finetune.cli import finetune_app
 from ibot.kb_cli import kb_app
@@ -40,16 +41,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(finetune_app, name="finetune")
 app.add_typer(kb_app, name="kb")
 app.command("serve-local")(serve_local_command)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="TOML settings file (default: $IBOT_CONFIG or config/ibot.toml).",
-        show_default=False,
-    ),
-]
 
 
 class OutputFormat(StrEnum):

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from ibot.cli_options import ConfigOption
+
 if TYPE_CHECKING:
     from ibot.config import Settings
     from ibot.services.knowledge import Hit, KnowledgeBase, KnowledgeStats
@@ -24,16 +26,6 @@ if TYPE_CHECKING:
 kb_app = typer.Typer(
     help="The knowledge base of solved forum threads (lexical search).", no_args_is_help=True
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="TOML settings file (default: $IBOT_CONFIG or config/ibot.toml).",
-        show_default=False,
-    ),
-]
 
 
 class KbFormat(StrEnum):
