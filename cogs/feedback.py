@@ -1,5 +1,7 @@
 """Feedback under the bot's answers: 👍 / 👎 (anyone), ✅ (the asker or a moderator),
-and `/solved [message]` in a forum thread.
+and `/solved [message]` in a forum thread; a solved tag applied to a forum thread
+(THREAD_UPDATE) solves it too, a deleted thread (THREAD_DELETE) leaves the knowledge
+base, and with knowledge.close_solved a solved thread gets the tag and is archived.
 
 One persistent view with fixed custom ids is registered at start, so buttons pressed on
 an answer posted by an earlier process still work: the answer is found by the clicked
@@ -29,7 +31,19 @@ from ibot.services.feedback import (
     Voted,
     VoteUnchanged,
 )
-from ibot.services.solved import ForumThread, NotAllowed, Solved, SolvedOutcome, UnknownAnswer
+from ibot.services.solved import (
+    AlreadySolved,
+    ForumTag,
+    ForumThread,
+    NoAnswerFound,
+    NotAllowed,
+    Reply,
+    Solved,
+    SolvedOutcome,
+    UnknownAnswer,
+    close_thread,
+    is_solved_tag_added,
+)
 
 if TYPE_CHECKING:
     type Click = nextcord.Interaction[Any]
@@ -102,6 +116,8 @@ class FeedbackCog(commands.Cog, name=COG_NAME):
         self.solved_service = services.solved_service()
         self.lang = services.settings.prompts.language
         self.forum_ids = set(services.settings.discord.forum_channel_ids)
+        self.solved_tags = tuple(services.settings.knowledge.solved_tags)
+        self.close_solved = services.settings.knowledge.close_solved
 
     async def vote(self, interaction: Click, *, up: bool) -> None:
         message = interaction.message
@@ -143,6 +159,8 @@ class FeedbackCog(commands.Cog, name=COG_NAME):
             sent_at=message.created_at,
         )
         await self._say_solved(interaction, outcome)
+        if isinstance(outcome, Solved):
+            await self._close(interaction.channel)
 
     @nextcord.slash_command(
         name="solved",
@@ -201,6 +219,74 @@ class FeedbackCog(commands.Cog, name=COG_NAME):
             answer_message_id=message_id,
         )
         await self._say_solved(interaction, outcome)
+        if isinstance(outcome, Solved):
+            await self._close(interaction.channel)
+
+    @commands.Cog.listener()
+    async def on_thread_update(self, before: nextcord.Thread, after: nextcord.Thread) -> None:
+        """A solved tag applied to a forum thread: solved as by ✅ (who applied it, the
+        event does not say, so anyone with the right to tag may)."""
+        if after.parent_id not in self.forum_ids:
+            return
+        if not is_solved_tag_added(_tag_names(before), _tag_names(after), self.solved_tags):
+            return
+        thread = await self._forum_thread(after)
+        if thread is None:
+            return
+        reply = await self._last_reply(after, thread.owner_id)
+        outcome = await self.solved_service.solved_by_tag(thread, reply=reply)
+        match outcome:
+            case Solved():
+                log.info("solved_by_tag", thread_id=after.id, indexed=outcome.indexed)
+                await self._close(after)
+            case AlreadySolved():
+                log.info("solved_tag_already_indexed", thread_id=after.id)
+            case NoAnswerFound():
+                log.info("solved_tag_without_answer", thread_id=after.id)
+            case _:
+                assert_never(outcome)
+
+    @commands.Cog.listener()
+    async def on_thread_delete(self, thread: nextcord.Thread) -> None:
+        """A deleted forum thread leaves the knowledge base. nextcord 3.2 dispatches this
+        only for a thread it has cached (there is no raw thread delete event)."""
+        if thread.parent_id not in self.forum_ids:
+            return
+        if await self.solved_service.thread_deleted(thread.id):
+            log.info("solved_thread_deleted", thread_id=thread.id)
+
+    async def _last_reply(self, thread: nextcord.Thread, asker_id: int | None) -> Reply | None:
+        """The last message in the thread by neither the asker nor a bot."""
+        try:
+            async for message in thread.history(limit=100):
+                if message.author.bot or message.author.id == asker_id or not message.content:
+                    continue
+                return Reply(message.content, await self._author_kind(message, thread.guild))
+        except nextcord.HTTPException:
+            log.warning("solved_tag_history_unread", thread_id=thread.id, exc_info=True)
+        return None
+
+    async def _close(self, channel: object) -> None:
+        """knowledge.close_solved: the forum's solved tag applied and the thread archived."""
+        if not self.close_solved or not isinstance(channel, nextcord.Thread):
+            return
+        forum = channel.parent
+        if not isinstance(forum, nextcord.ForumChannel) or forum.id not in self.forum_ids:
+            return
+        available = [ForumTag(tag.id, tag.name) for tag in forum.available_tags if tag.id]
+        edit = close_thread(
+            available,
+            channel.applied_tag_ids,
+            archived=channel.archived,
+            solved_tags=self.solved_tags,
+        )
+        if edit is None:
+            return
+        tags = [tag for tag in forum.available_tags if tag.id in edit.applied_tags]
+        try:
+            await channel.edit(applied_tags=tags, archived=True)
+        except nextcord.HTTPException:
+            log.warning("solved_thread_not_closed", thread_id=channel.id, exc_info=True)
 
     async def _author_kind(self, message: nextcord.Message, guild: nextcord.Guild | None) -> str:
         """ "moderator" or "member": a message read by REST has its author without roles
@@ -241,6 +327,10 @@ class FeedbackCog(commands.Cog, name=COG_NAME):
             tags=tuple(tag.name for tag in channel.applied_tags or ()),
             created_at=channel.created_at,
         )
+
+
+def _tag_names(thread: nextcord.Thread) -> list[str]:
+    return [tag.name for tag in thread.applied_tags or ()]
 
 
 def setup(bot: commands.Bot, *, services: Services) -> None:

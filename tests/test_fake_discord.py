@@ -22,6 +22,7 @@ from PIL import Image
 from ibot.testing.fake_discord import (
     ADMINISTRATOR,
     ALL_PERMISSIONS,
+    DEFAULT_EVERYONE_PERMISSIONS,
     MANAGE_MESSAGES,
     FakeChannel,
     FakeDiscord,
@@ -354,6 +355,46 @@ async def test_bot_tags_archives_and_lists_threads(
     assert archived == [created.id]
     member = await thread.guild.fetch_member(world.alice.id)
     assert member.name == "alice"
+
+
+async def test_a_moderator_tagging_a_post_updates_the_bots_thread(
+    fake: FakeDiscord, world: World, launch: Launch
+) -> None:
+    running = await launch()
+    created = await fake.create_forum_thread(world.forum, author=world.alice, title="Q")
+    await running.events.wait("thread_create")
+
+    await fake.tag_thread(created, ["python", "no-bot"])
+    [(before, after)] = await running.events.wait("thread_update")
+
+    assert before.applied_tags == []
+    assert [tag.name for tag in after.applied_tags] == ["python", "no-bot"]
+
+
+async def test_thread_edits_follow_the_docs_permissions(
+    fake: FakeDiscord, world: World, launch: Launch
+) -> None:
+    guild = fake.create_guild("no threads managed", bot_permissions=DEFAULT_EVERYONE_PERMISSIONS)
+    forum = fake.create_forum(guild, "aide", tags=["python"])
+    alice = fake.create_member(guild, "alice2")
+    running = await launch()
+    created = await fake.create_forum_thread(forum, author=alice, title="Q")
+    [(thread,)] = await running.events.wait("thread_create")
+
+    with pytest.raises(nextcord.Forbidden) as refused:  # archiving needs MANAGE_THREADS
+        await thread.edit(archived=True)
+    assert refused.value.code == 50013 and not created.archived
+    await fake.archive_thread(created)
+    await thread.edit(archived=False)  # SEND_MESSAGES is enough to reopen an unlocked one
+    assert not created.archived
+
+    managed = await fake.create_forum_thread(world.forum, author=world.alice, title="R")
+    [_, (other,)] = await running.events.wait("thread_create", count=2)
+    await fake.archive_thread(managed)
+    with pytest.raises(nextcord.HTTPException) as archived:  # an edit must reopen it
+        await other.edit(name="renamed")
+    assert archived.value.status == 400 and archived.value.code == 50083
+    assert managed.name == "R" and managed.archived
 
 
 async def test_wrong_token_cannot_log_in(fake: FakeDiscord) -> None:

@@ -13,7 +13,20 @@ from ibot.domain import Feature, utcnow
 from ibot.services.feedback import FeedbackService, NotAnAnswer, PostedAnswer, Voted, VoteUnchanged
 from ibot.services.knowledge import KnowledgeBase
 from ibot.services.permissions import MemberFacts, RolePolicy
-from ibot.services.solved import ForumThread, NotAllowed, Solved, SolvedService, UnknownAnswer
+from ibot.services.solved import (
+    AlreadySolved,
+    CloseThread,
+    ForumTag,
+    ForumThread,
+    NoAnswerFound,
+    NotAllowed,
+    Reply,
+    Solved,
+    SolvedService,
+    UnknownAnswer,
+    close_thread,
+    is_solved_tag_added,
+)
 
 GUILD = 1_100_000_000_000_000_001
 FORUM = 1_100_000_000_000_000_002
@@ -221,3 +234,82 @@ async def test_solved_command_defaults_to_the_bots_answer_and_checks_who(
 
 async def test_unknown_answer_for_a_tick_on_another_message(solved: SolvedService) -> None:
     assert await solved.mark_answer(ANSWER, member_id=ASKER, facts=NOBODY) == UnknownAnswer()
+
+
+SOLVED_TAGS = ("Résolu", "Solved")
+
+
+def test_a_solved_tag_counts_when_it_is_added_whatever_its_case() -> None:
+    assert is_solved_tag_added(["python"], ["python", "RÉSOLU"], SOLVED_TAGS)
+    assert is_solved_tag_added([], ["solved"], SOLVED_TAGS)
+    assert not is_solved_tag_added(["Résolu"], ["Résolu", "python"], SOLVED_TAGS)  # had it
+    assert not is_solved_tag_added(["Solved"], ["Résolu"], SOLVED_TAGS)  # solved already
+    assert not is_solved_tag_added([], ["python"], SOLVED_TAGS)
+    assert not is_solved_tag_added(["Résolu"], [], SOLVED_TAGS)  # taken off
+
+
+def test_closing_adds_the_forums_solved_tag_once_and_archives() -> None:
+    forum = [ForumTag(1, "python"), ForumTag(2, "résolu"), ForumTag(3, "Solved")]
+
+    assert close_thread(forum, [1], archived=False, solved_tags=SOLVED_TAGS) == CloseThread((1, 2))
+    assert close_thread(forum, [3], archived=False, solved_tags=SOLVED_TAGS) == CloseThread((3,))
+    untagged = [ForumTag(1, "python")]  # no solved tag in this forum: only archived
+    assert close_thread(untagged, [1], archived=False, solved_tags=SOLVED_TAGS) == CloseThread((1,))
+    full = [10, 11, 12, 13, 14]  # Discord's limit of 5 applied tags
+    assert close_thread(forum, full, archived=False, solved_tags=SOLVED_TAGS) == CloseThread(
+        tuple(full)
+    )
+    assert close_thread(forum, [1], archived=True, solved_tags=SOLVED_TAGS) is None
+
+
+async def test_a_solved_tag_indexes_the_bots_answer_once(
+    feedback: FeedbackService, solved: SolvedService, knowledge: KnowledgeBase, sessionmaker
+) -> None:
+    await feedback.record(forum_answer())
+    other = Reply("Regarde plutôt ton PATH.", "member")
+
+    assert await solved.solved_by_tag(thread(), reply=other) == Solved(indexed=True)
+    assert await solved.solved_by_tag(thread(), reply=other) == AlreadySolved()
+
+    stats = await knowledge.stats(GUILD)
+    assert stats.threads == 1 and dict(stats.per_answer_kind) == {"bot": 1}
+    stored = await FeedbackStore(sessionmaker).answer(ANSWER)
+    assert stored is not None and stored.solved_at is not None and stored.solved_by is None
+
+
+async def test_a_solved_tag_without_a_bot_answer_takes_the_reply_or_nothing(
+    solved: SolvedService, knowledge: KnowledgeBase
+) -> None:
+    assert await solved.solved_by_tag(thread(), reply=None) == NoAnswerFound()
+    assert (await knowledge.stats(GUILD)).threads == 0
+
+    fix = Reply("C'était le mauvais interpréteur : choisis celui du venv.", "moderator")
+    assert await solved.solved_by_tag(thread(), reply=fix) == Solved(indexed=True)
+
+    [hit] = await knowledge.search("mauvais interpréteur venv", guild_id=GUILD)
+    assert hit.thread_id == THREAD
+    assert dict((await knowledge.stats(GUILD)).per_answer_kind) == {"moderator": 1}
+
+
+async def test_a_deleted_thread_leaves_the_knowledge_base(
+    solved: SolvedService, knowledge: KnowledgeBase
+) -> None:
+    assert await solved.thread_deleted(THREAD) is False  # never solved: nothing to do
+    await solved.solved_by_tag(thread(), reply=Reply("pip install requests", "member"))
+
+    assert await solved.thread_deleted(THREAD) is True
+    assert await knowledge.search("No module named requests", guild_id=GUILD) == []
+
+
+async def test_without_a_knowledge_base_a_tag_after_the_tick_keeps_who_solved_it(
+    feedback: FeedbackService, sessionmaker
+) -> None:
+    solved = SolvedService(feedback, None, RolePolicy(moderators=frozenset({MOD_ROLE})))
+    await feedback.record(forum_answer())
+    assert await solved.mark_answer(ANSWER, member_id=ASKER, facts=NOBODY, thread=thread()) == (
+        Solved(indexed=False)
+    )
+
+    assert await solved.solved_by_tag(thread(), reply=None) == AlreadySolved()
+    stored = await FeedbackStore(sessionmaker).answer(ANSWER)
+    assert stored is not None and stored.solved_by == ASKER

@@ -179,7 +179,7 @@ class FeedbackStore:
             tally = {vote: count for vote, count in rows.all()}
         return tally.get(1, 0), tally.get(-1, 0)
 
-    async def mark_solved(self, message_id: int, member_id: int, at: datetime) -> None:
+    async def mark_solved(self, message_id: int, member_id: int | None, at: datetime) -> None:
         async with self._sessionmaker() as session:
             await session.execute(
                 update(AnswerRecord)

@@ -202,6 +202,10 @@ class KnowledgeBase:
         await self._store.write([document(thread) for thread in changed])
         return len(changed)
 
+    async def contains(self, thread_id: int) -> bool:
+        """Whether this thread is stored."""
+        return thread_id in await self._store.content_hashes([thread_id])
+
     async def remove(self, thread_id: int) -> bool:
         """Forget a thread (and its index entry); False when it was not stored."""
         return await self._store.delete(thread_id)

@@ -1,14 +1,18 @@
-"""Marking a question solved: by the ✅ under a bot answer, or by `/solved`.
+"""Marking a question solved: by the ✅ under a bot answer, by `/solved`, or by a solved
+tag (settings knowledge.solved_tags) applied to the forum thread.
 
 Only the asker (who opened the thread, or asked the question) and moderators may. In a
 forum thread the thread's question (title and starter text) and the answer that solved
 it go into the knowledge base, so later questions like it find it; elsewhere (an
-/ask-gpt in a channel) the answer is only recorded solved. Discord-free: the cog reads
-the thread and its messages and passes the facts in.
+/ask-gpt in a channel) the answer is only recorded solved. A deleted thread leaves the
+knowledge base. With knowledge.close_solved, a solved thread is closed: the forum's
+solved tag applied, the thread archived (`close_thread` says what to change).
+Discord-free: the cog reads the thread and its messages and passes the facts in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -51,6 +55,77 @@ class UnknownAnswer:
 
 
 type SolvedOutcome = Solved | NotAllowed | UnknownAnswer
+
+
+@dataclass(frozen=True, slots=True)
+class AlreadySolved:
+    """The thread is in the knowledge base already: left as it is (the tag the bot
+    applies when closing a thread it just indexed comes back as this)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswerFound:
+    """Tagged solved, but neither a bot answer nor a reply by someone else is there."""
+
+
+type TagOutcome = Solved | AlreadySolved | NoAnswerFound
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A message in the thread by someone other than the asker, as the cog read it."""
+
+    text: str
+    answer_kind: str  # "member" or "moderator"
+
+
+@dataclass(frozen=True, slots=True)
+class ForumTag:
+    """One of the forum's available tags."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseThread:
+    """The edit that closes a solved thread: these tags applied, and archived."""
+
+    applied_tags: tuple[int, ...]
+
+
+def folded(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(name.casefold() for name in names)
+
+
+def is_solved_tag_added(
+    before: Iterable[str], after: Iterable[str], solved_tags: Iterable[str]
+) -> bool:
+    """The thread went from no solved tag (names compared casefolded) to one."""
+    solved = folded(solved_tags)
+    return not (folded(before) & solved) and bool(folded(after) & solved)
+
+
+def close_thread(
+    available: Sequence[ForumTag],
+    applied: Sequence[int],
+    *,
+    archived: bool,
+    solved_tags: Iterable[str],
+) -> CloseThread | None:
+    """How to close a solved thread: the forum's first solved tag added (when it has one
+    and none is applied, and fewer than Discord's 5 are), then archived; None when it is
+    archived already (a moderator closed it; a change would need it reopened)."""
+    if archived:
+        return None
+    solved = folded(solved_tags)
+    tags = tuple(applied)
+    by_id = {tag.id: tag.name.casefold() for tag in available}
+    if not any(by_id.get(tag) in solved for tag in tags) and len(tags) < 5:
+        tag = next((tag for tag in available if tag.name.casefold() in solved), None)
+        if tag is not None:
+            tags = (*tags, tag.id)
+    return CloseThread(applied_tags=tags)
 
 
 class SolvedService:
@@ -111,10 +186,32 @@ class SolvedService:
             return NotAllowed()
         return await self._solve(recorded, member_id, thread, answer, answer_kind)
 
+    async def solved_by_tag(self, thread: ForumThread, *, reply: Reply | None) -> TagOutcome:
+        """A solved tag was applied to `thread` (by whom, Discord does not say): its
+        question goes in with the bot's recorded answer there, else with `reply` (the
+        last message by someone other than the asker), else nothing does."""
+        recorded = await self.store.answer_in_thread(thread.thread_id)
+        if self.knowledge is not None:
+            if await self.knowledge.contains(thread.thread_id):
+                return AlreadySolved()
+        elif recorded is not None and recorded.solved_at is not None:
+            return AlreadySolved()  # no knowledge base: only the record says, keep its solver
+        if recorded is not None:
+            return await self._solve(recorded, None, thread, recorded.answer, "bot")
+        if reply is not None:
+            return await self._solve(None, None, thread, reply.text, reply.answer_kind)
+        return NoAnswerFound()
+
+    async def thread_deleted(self, thread_id: int) -> bool:
+        """The thread was deleted: out of the knowledge base. False: it was not there."""
+        if self.knowledge is None:
+            return False
+        return await self.knowledge.remove(thread_id)
+
     async def _solve(
         self,
         recorded: StoredAnswer | None,
-        member_id: int,
+        member_id: int | None,
         thread: ForumThread | None,
         answer: str,
         answer_kind: str,

@@ -66,7 +66,9 @@ def build_world(fake: FakeDiscord) -> World:
         moderator=fake.create_member(guild, "modo", roles=[mod_role]),
         member=fake.create_member(guild, "alice"),
         denied=fake.create_member(guild, "mallory", roles=[denied_role]),
-        forum=fake.create_forum(guild, "aide-python", tags=["python", "débutant", "no-bot"]),
+        forum=fake.create_forum(
+            guild, "aide-python", tags=["python", "débutant", "no-bot", "Résolu"]
+        ),
         text=fake.create_text_channel(guild, "général"),
         chat=fake.create_text_channel(guild, "discussion-ia"),
     )

@@ -17,7 +17,10 @@ Discord's rules where a bot can get them wrong in production:
   added to comes as THREAD_CREATE without `newly_created` (`add_bot_to_thread`);
 - threads: posting in an archived thread unarchives it (THREAD_UPDATE); a locked one
   refuses a bot without MANAGE_THREADS (403 50013; 400 50083 when also archived); a
-  deleted one answers 404 10003 (THREAD_DELETE sent);
+  deleted one answers 404 10003 (THREAD_DELETE sent); editing a thread (PATCH, tags,
+  archiving) needs MANAGE_THREADS but for unarchiving an unlocked one, and an archived
+  thread takes no edit that leaves it archived (400 50083); `tag_thread` is a
+  moderator tagging a post (THREAD_UPDATE);
 - attachments: a URL past its `ex`, or badly signed, answers 404 like Discord's CDN;
 - messages: 2000-character content, embed limits (title 256, description 4096, 25
   fields, 6000 in all, 10 embeds) and empty messages answer Discord's 400s, 50035

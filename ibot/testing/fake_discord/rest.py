@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -238,9 +238,15 @@ class RestApi:
         return json_response(self._channel(cid).payload())
 
     async def edit_channel(self, call: RecordedRequest, cid: str) -> web.Response:
-        """Renames; for threads also archived, locked and applied_tags (THREAD_UPDATE)."""
+        """Renames; for threads also archived, locked and applied_tags (THREAD_UPDATE).
+
+        channel.mdx, JSON Params (Thread): only unarchiving an unlocked thread needs no
+        more than SEND_MESSAGES; any other thread edit needs MANAGE_THREADS (403 50013),
+        and an archived thread must be unarchived by the same request (400 50083)."""
         channel = self._channel(cid)
         body = call.json or {}
+        if channel.is_thread:
+            self._check_thread_edit(channel, body)
         if "name" in body:
             channel.name = body["name"]
         if channel.is_thread:
@@ -338,6 +344,16 @@ class RestApi:
             self.fake.world.archive_thread(channel, archived=False)
         self.fake.message_store.dispatch("MESSAGE_CREATE", stored)
         return json_response(stored.data)
+
+    def _check_thread_edit(self, thread: FakeChannel, body: dict[str, Any]) -> None:
+        guild = self.fake.guilds[thread.guild_id]
+        bot = guild.members[self.fake.bot_user.id]
+        unarchive_only = set(body) <= {"archived", "locked"} and body.get("archived") is False
+        unarchive_only = unarchive_only and not body.get("locked", thread.locked)
+        if not unarchive_only and not guild.permissions_in(bot, thread) & MANAGE_THREADS:
+            raise ApiError(403, MISSING_PERMISSIONS, "Missing Permissions")
+        if thread.archived and body.get("archived") is not False:
+            raise ApiError(400, THREAD_ARCHIVED, "Thread is archived")
 
     def _check_thread_writable(self, thread: FakeChannel) -> None:
         """threads.mdx, Locked Threads: without MANAGE_THREADS a locked thread takes no

@@ -366,6 +366,11 @@ class FakeDiscord:
         self.world.archive_thread(thread, archived=archived)
         await self.flush()
 
+    async def tag_thread(self, thread: FakeChannel | int, tags: Iterable[str]) -> None:
+        """A moderator sets the thread's applied tags (names; see `World.tag_thread`)."""
+        self.world.tag_thread(thread, tags)
+        await self.flush()
+
     async def lock_thread(self, thread: FakeChannel | int, *, locked: bool = True) -> None:
         """A moderator locks the thread (see `World.lock_thread`)."""
         self.world.lock_thread(thread, locked=locked)

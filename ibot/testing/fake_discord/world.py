@@ -182,6 +182,17 @@ class World:
         target.archive_timestamp = iso_now()
         self._fake.gateway.dispatch("THREAD_UPDATE", target.payload(), None)
 
+    def tag_thread(self, thread: FakeChannel | int, tags: Iterable[str]) -> None:
+        """A moderator sets the thread's applied tags (by name, from its forum's
+        available tags): THREAD_UPDATE with the thread channel object, as Modify Channel
+        fires it."""
+        target = self.channels[ref_id(thread)]
+        parent = self.channels[target.parent_id] if target.parent_id else None
+        if parent is None:
+            raise ValueError(f"thread {target.id} has no forum")
+        target.applied_tags = [parent.tag_id(name) for name in tags]
+        self._fake.gateway.dispatch("THREAD_UPDATE", target.payload(), None)
+
     def lock_thread(self, thread: FakeChannel | int, *, locked: bool = True) -> None:
         """A moderator (un)locks the thread: THREAD_UPDATE. Without MANAGE_THREADS the
         bot can then neither post in it nor unarchive it (rest.py)."""
