@@ -286,11 +286,8 @@ class ForumAutoReply(commands.Cog):
         if since is None:
             return
         forums = self.forum_ids if forum_ids is None else set(forum_ids)
-        threads = {
-            t.id: t
-            for t in await self._recent_threads(since)
-            if t.parent_id in forums and created_at(t) >= since
-        }
+        recent = await self._recent_threads(forums, since)
+        threads = {t.id: t for t in recent if created_at(t) >= since}
         plan = await self.service.plan_catch_up(threads)
         semaphore = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
 
@@ -305,13 +302,17 @@ class ForumAutoReply(commands.Cog):
         log.info("forum_catch_up", threads=len(threads), to_answer=len(plan))
         await asyncio.gather(*(one(item) for item in plan))
 
-    async def _recent_threads(self, since: datetime) -> list[nextcord.Thread]:
-        """The forums' open threads. Archived and locked ones are left out: answering an
-        old post there would reopen a thread that was closed (posting unarchives it) or
-        override a moderator's lock; those the catch-up would have answered are logged."""
+    async def _recent_threads(
+        self, forum_ids: Collection[int], since: datetime
+    ) -> list[nextcord.Thread]:
+        """The open threads of these forums (only them: a guild back from an outage reads
+        its own forums, not every configured one). Archived and locked ones are left out:
+        answering an old post there would reopen a thread that was closed (posting
+        unarchives it) or override a moderator's lock; those the catch-up would have
+        answered are logged."""
         found: dict[int, nextcord.Thread] = {}
         closed: dict[int, nextcord.Thread] = {}
-        for forum_id in self.forum_ids:
+        for forum_id in forum_ids:
             forum = self.bot.get_channel(forum_id)
             if not isinstance(forum, nextcord.ForumChannel):
                 continue
