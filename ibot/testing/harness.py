@@ -32,9 +32,6 @@ from ibot.testing.fake_openai import FakeOpenAI
 
 DISCORD_TOKEN = "fake-discord-token"
 OPENAI_KEY = "sk-fake-harness-key-0123456789abcdef"
-COMMANDS = ("ask-gpt", "summary", "budget", "cost-report")
-
-
 @dataclass
 class World:
     guild: FakeGuild
@@ -162,8 +159,11 @@ class Harness:
             self._task.result()  # start() failed: raise its error here
         assert self.world is not None
         guild = self.world.guild
+        # Every command the bot defines (a test may invoke any of them at once), not a
+        # list kept by hand that misses the newest cogs' commands.
+        wanted = {command.name for command in bot.get_all_application_commands()}
         await self.discord.wait_for(
-            lambda: {c["name"] for c in self.discord.registered_commands(guild)} >= set(COMMANDS),
+            lambda: {c["name"] for c in self.discord.registered_commands(guild)} >= wanted,
             timeout=10,
         )
         return bot
