@@ -32,6 +32,8 @@ from ibot.testing.fake_openai import FakeOpenAI
 
 DISCORD_TOKEN = "fake-discord-token"
 OPENAI_KEY = "sk-fake-harness-key-0123456789abcdef"
+
+
 @dataclass
 class World:
     guild: FakeGuild
