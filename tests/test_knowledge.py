@@ -386,6 +386,95 @@ async def test_remove_forgets_the_thread_and_its_index(kb):
     assert await first(kb, "npm ERESOLVE") == NPM.thread_id
 
 
+async def _term_counts(sessionmaker) -> tuple[dict, dict]:
+    """(the stored term counts, the counts recomputed from the stored threads)."""
+    async with sessionmaker() as session:
+        stored = {
+            (g, t): n
+            for g, t, n in await session.execute(
+                text("SELECT guild_id, term, threads FROM knowledge_terms")
+            )
+        }
+        recount: dict = {}
+        for g, *fields in await session.execute(
+            text(
+                "SELECT guild_id, terms_title, terms_question, terms_answer FROM knowledge_threads"
+            )
+        ):
+            for term in {"", *" ".join(fields).split()}:
+                recount[g, term] = recount.get((g, term), 0) + 1
+    return stored, recount
+
+
+async def test_term_counts_stay_exact_through_changes_moves_and_removals(sessionmaker):
+    """The idf weights come from stored counts: after any mix of writes they must equal a
+    recount, or scores (and what is shown) drift from the threads really there."""
+    kb = KnowledgeBase(sessionmaker)
+    await kb.upsert(CORPUS)
+    await kb.upsert([dataclasses.replace(BSOD, answer="Remplace la pile CMOS de la carte mère.")])
+    await kb.upsert([dataclasses.replace(GIT, guild_id=OTHER)])  # moved to another guild
+    await kb.remove(NPM.thread_id)
+    await kb.remove(NPM.thread_id)  # twice: counted once
+    await kb.upsert([WINDOWS, MODULE])  # unchanged: no count moves
+    stored, recount = await _term_counts(sessionmaker)
+    assert stored == recount
+    assert stored[GUILD, ""] == 6 and stored[OTHER, ""] == 2
+
+    for t in CORPUS:
+        await kb.remove(t.thread_id)
+    assert await _term_counts(sessionmaker) == ({}, {})
+
+
+async def test_concurrent_writers_of_the_same_thread_count_it_once(sessionmaker):
+    kb = KnowledgeBase(sessionmaker)
+    versions = [
+        dataclasses.replace(BSOD, answer=f"Réponse numéro {n} : change le câble.") for n in range(6)
+    ]
+
+    await asyncio.gather(*(kb.upsert([v]) for v in versions), kb.upsert([VENV]))
+
+    stored, recount = await _term_counts(sessionmaker)
+    assert stored == recount and stored[GUILD, ""] == 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "python windows installateur se ferme",
+        "pip install requests ModuleNotFoundError VS Code",
+        "erreur python script plante au lancement",
+        "npm install ERESOLVE react dépendances",
+        "git push failed refs origin",
+        "python python python erreur",
+        "bot discord commandes slash",
+    ],
+)
+async def test_leaving_common_words_out_of_the_engine_query_changes_no_result(kb, query):
+    """The commonest words are not sent to the engine (module doc of services/knowledge):
+    the hits must be exactly those of scoring every thread that holds any query word."""
+    from ibot.services import knowledge
+
+    pruned = await kb.search(query, guild_id=GUILD, k=10)
+    everything = knowledge.needed_groups
+    try:
+        knowledge.needed_groups = lambda weights, min_score: list(range(len(weights)))
+        full = await kb.search(query, guild_id=GUILD, k=10)
+    finally:
+        knowledge.needed_groups = everything
+    assert pruned == full
+
+
+def test_the_commonest_words_are_left_out_only_below_the_threshold():
+    from ibot.services.knowledge import needed_groups
+
+    # weights 1, 1, 8 (total 10), min_score 0.3: the two common words make 0.2 < 0.3
+    assert needed_groups([1.0, 1.0, 8.0], 0.3) == [2]
+    # three common words make 0.3: a thread with all three would be shown, keep the last
+    assert needed_groups([1.0, 1.0, 1.0, 7.0], 0.3) == [2, 3]
+    assert needed_groups([1.0, 1.0, 8.0], 0.0) == [0, 1, 2]
+    assert needed_groups([5.0], 0.3) == [0]
+
+
 # ---- stats --------------------------------------------------------------------------------
 
 
@@ -506,3 +595,19 @@ def test_tsvector_and_fts5_literals_quote_every_term():
     assert tsvector_literal([(["a", "b", "a"], "A"), (["a"], "C")]) == "'a':1A,3A,4C 'b':2A"
     with pytest.raises(ValueError):
         fts5_match(['bad"term'])
+
+
+async def test_the_term_counts_migration_builds_them_from_the_stored_threads(db_url):
+    await upgrade(db_url)
+    engine = create_engine(db_url)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        await KnowledgeBase(sessionmaker).upsert(CORPUS)
+        await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0009")
+        await upgrade(db_url)
+
+        stored, recount = await _term_counts(sessionmaker)
+        assert stored == recount and stored[GUILD, ""] == 8
+        assert await first(KnowledgeBase(sessionmaker), "npm ERESOLVE") == NPM.thread_id
+    finally:
+        await engine.dispose()

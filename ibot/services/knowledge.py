@@ -137,6 +137,28 @@ def idf(total: int, holding: int) -> float:
     return math.log(1.0 + (total - holding + 0.5) / (holding + 0.5))
 
 
+def needed_groups(weights: Sequence[float], min_score: float) -> list[int]:
+    """The groups a thread must match one of to reach `min_score`, by index.
+
+    The commonest groups (lowest idf) are left out of the engine's query as long as
+    their weights together stay below `min_score` of the total: a thread holding only
+    those scores below the threshold even with all of them in its title, so it would
+    never be shown. Exact, and what keeps a search fast on a large index: the words
+    every other thread has ("python", "erreur") no longer make the engine rank half the
+    threads (MaxScore pruning, as search engines do it).
+    """
+    total = sum(weights)
+    order = sorted(range(len(weights)), key=lambda i: (weights[i], i))
+    below = 0.0
+    skipped: set[int] = set()
+    for i in order:
+        if below + weights[i] >= min_score * total * (1 - 1e-9):
+            break
+        below += weights[i]
+        skipped.add(i)
+    return [i for i in range(len(weights)) if i not in skipped]
+
+
 def score(groups: Sequence[Sequence[str]], weights: Sequence[float], candidate: Candidate) -> float:
     """The idf-weighted share of the query's groups found in the thread (module doc)."""
     found = 0.0
@@ -218,13 +240,18 @@ class KnowledgeBase:
         terms = query_terms(query)
         if not terms:
             return []
+        total, holding = await self._store.document_frequencies(terms.groups, guild_id=guild_id)
+        if total == 0:
+            return []
+        weights = [idf(total, n) for n in holding]
+        needed = needed_groups(weights, self.min_score)
         candidates = await self._store.candidates(
-            terms.terms, guild_id=guild_id, limit=candidate_pool(k)
+            list(dict.fromkeys(t for i in needed for t in terms.groups[i])),
+            guild_id=guild_id,
+            limit=candidate_pool(k),
         )
         if not candidates:
             return []
-        total, holding = await self._store.document_frequencies(terms.groups, guild_id=guild_id)
-        weights = [idf(total, n) for n in holding]
         scored = [(score(terms.groups, weights, c), c) for c in candidates]
         scored.sort(key=lambda sc: (-sc[0], -sc[1].engine_rank, sc[1].thread_id))
         return [
