@@ -30,7 +30,11 @@ or dictionary of the server's touches them.
    ``installées`` → ``install``). Both stemmers run on every word because a forum mixes
    the languages and a short query's language cannot be told; a query word matches a
    text when any of its stems is there (``installed`` and ``installation`` meet on
-   ``instal``).
+   ``instal``);
+6. a word on a line of the French ↔ English lexicon (``lexicon_fr_en.txt``: the words
+   of computer help, ``écran`` = ``screen``, ``rejoindre`` = ``join``) also gets the
+   stems of the other words of its line, in both directions and on both sides (text and
+   query), so a question in one language finds a thread solved in the other.
 
 A token yields one *group* of alternative terms (the stems of a word; the single term of
 a code token or a number). The index stores every term of every group; a query is its
@@ -52,14 +56,17 @@ import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from typing import Protocol, cast
 
-NORMALISER_VERSION = 1
+NORMALISER_VERSION = 2  # 2: the French ↔ English lexicon
 
 MAX_TERM_CHARS = 64  # longer tokens (base64 blobs, very long paths) keep only their parts
 MAX_QUERY_GROUPS = 32  # words and code tokens of a query; the rest is ignored
 MAX_QUERY_CHARS = 20_000  # a query is cut here before it is even tokenised
 MAX_FIELD_TERMS = 5_000  # terms indexed per field (title, question, answer)
+
+LEXICON_FILE = "lexicon_fr_en.txt"  # beside this module
 
 # The characters that join the parts of a code token; FTS5 is told they are token chars.
 CONNECTORS = "./:#+-_"
@@ -170,8 +177,36 @@ def _valid(term: str) -> bool:
     return 0 < len(term) <= MAX_TERM_CHARS and all(c.isalnum() or c in CONNECTORS for c in term)
 
 
+@functools.cache
+def lexicon() -> dict[str, tuple[str, ...]]:
+    """Stem → the stems of its translations and synonyms (lexicon_fr_en.txt)."""
+    text = resources.files("ibot.services").joinpath(LEXICON_FILE).read_text("utf-8")
+    related: dict[str, dict[str, None]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        french, sep, english = line.partition("=")
+        words = french.split() + english.split()
+        if not sep or not french.split() or not english.split():
+            raise ValueError(f"{LEXICON_FILE}:{number}: expected 'french words = english words'")
+        line_stems = list(dict.fromkeys(s for w in words for s in stems(w.casefold())))
+        for stem in line_stems:
+            others = related.setdefault(stem, {})
+            others.update((s, None) for s in line_stems if s != stem)
+    return {stem: tuple(others) for stem, others in related.items()}
+
+
+@functools.lru_cache(maxsize=65_536)
+def _with_translations(group: tuple[str, ...]) -> tuple[str, ...]:
+    words = lexicon()
+    extra = (s for stem in group for s in words.get(stem, ()))
+    return tuple(dict.fromkeys((*group, *extra)))
+
+
 def _word_group(raw: str) -> tuple[str, ...] | None:
-    """A plain word's stems, a number as itself, or None (stop word, single letter)."""
+    """A plain word's stems and its translations' (step 6), a number as itself, or None
+    (stop word, single letter)."""
     word = fold(raw)
     if not _valid(word):
         return None
@@ -179,7 +214,7 @@ def _word_group(raw: str) -> tuple[str, ...] | None:
         return (word,)
     if len(word) < 2 or word in STOP_WORDS:
         return None
-    return stems(raw.casefold())
+    return _with_translations(stems(raw.casefold()))
 
 
 def _parts(piece: str) -> list[str]:
