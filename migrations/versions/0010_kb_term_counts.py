@@ -9,6 +9,9 @@ the term, and under the empty term the guild's number of threads: the idf weight
 search are then one primary-key lookup per query term instead of a count over the
 engine's doclists (see ibot/db/knowledge.py). Built here from the stored threads' terms;
 kept exact afterwards by the store's writes and deletes.
+
+Also an index on knowledge_threads (thread_id, guild_id): a search reads the guild of
+every thread the engine matched from it instead of from the (wide) rows.
 """
 
 from collections import Counter
@@ -32,6 +35,9 @@ def upgrade() -> None:
         sa.Column("term", sa.String(64), primary_key=True),
         sa.Column("threads", sa.Integer(), nullable=False),
     )
+    op.create_index(
+        "ix_knowledge_threads_thread_id_guild_id", "knowledge_threads", ["thread_id", "guild_id"]
+    )
     counts: Counter[tuple[int, str]] = Counter()
     rows = op.get_bind().execute(
         sa.text("SELECT guild_id, terms_title, terms_question, terms_answer FROM knowledge_threads")
@@ -47,3 +53,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("knowledge_terms")
+    op.drop_index("ix_knowledge_threads_thread_id_guild_id", table_name="knowledge_threads")
