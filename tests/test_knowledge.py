@@ -611,3 +611,33 @@ async def test_the_term_counts_migration_builds_them_from_the_stored_threads(db_
         assert await first(KnowledgeBase(sessionmaker), "npm ERESOLVE") == NPM.thread_id
     finally:
         await engine.dispose()
+
+
+async def test_threads_indexed_under_older_rules_are_indexed_again(sessionmaker, monkeypatch):
+    """A knowledge base filled before the French-English lexicon (normaliser 1) gets the
+    new terms once re-indexed, once: the stored terms then hold the translations."""
+    from ibot.services import knowledge
+
+    kb = KnowledgeBase(sessionmaker)
+    with monkeypatch.context() as old_rules:
+        old_rules.setattr(knowledge, "NORMALISER_VERSION", 1)
+        old_rules.setattr(lexical, "lexicon", lambda: {})
+        lexical._with_translations.cache_clear()
+        await kb.upsert([BSOD, NPM])
+    lexical._with_translations.cache_clear()
+
+    async def title_terms() -> set[str]:
+        async with sessionmaker() as session:
+            found = await session.scalar(
+                text("SELECT terms_title FROM knowledge_threads WHERE thread_id = :id"),
+                {"id": BSOD.thread_id},
+            )
+        return set(found.split())
+
+    assert "screen" not in await title_terms()
+    assert await kb.reindex() == 2
+    assert await kb.reindex() == 0
+    assert {"ecran", "screen", "bleu", "blue"} <= await title_terms()
+    assert await first(kb, "blue screen at boot") == BSOD.thread_id
+    stored, recount = await _term_counts(sessionmaker)
+    assert stored == recount

@@ -164,6 +164,22 @@ class KnowledgeDocument:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredContent:
+    """A stored thread's content, as it was given (no index terms)."""
+
+    thread_id: int
+    guild_id: int
+    forum_id: int | None
+    title: str
+    question: str
+    answer: str
+    answer_kind: str
+    tags: tuple[str, ...]
+    created_at: datetime | None
+    solved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """A thread the engine matched, with its terms for scoring; `engine_rank`: higher is
     better, on the engine's own scale (bm25 negated, ts_rank), for ties only."""
@@ -299,6 +315,35 @@ class KnowledgeStore:
             _count(changes, old.get(thread_id), None)
             await _apply_counts(session, dialect, changes)
         return cast(CursorResult[Any], result).rowcount == 1
+
+    async def stored_page(
+        self, *, after: int | None, limit: int
+    ) -> list[tuple[StoredContent, str]]:
+        """Up to `limit` stored threads by id after `after`, with their content hashes."""
+        record = KnowledgeThreadRecord
+        statement = select(record).order_by(record.thread_id).limit(limit)
+        if after is not None:
+            statement = statement.where(record.thread_id > after)
+        async with self._sessionmaker() as session:
+            rows = (await session.scalars(statement)).all()
+        return [
+            (
+                StoredContent(
+                    thread_id=r.thread_id,
+                    guild_id=r.guild_id,
+                    forum_id=r.forum_id,
+                    title=r.title,
+                    question=r.question,
+                    answer=r.answer,
+                    answer_kind=r.answer_kind,
+                    tags=tuple(r.tags),
+                    created_at=r.created_at,
+                    solved_at=r.solved_at,
+                ),
+                r.content_hash,
+            )
+            for r in rows
+        ]
 
     async def contents(
         self, thread_ids: Sequence[int], *, guild_id: int | None

@@ -15,7 +15,12 @@ the CLI only):
 2. the engine finds the threads holding *any* of the terms (OR: a paraphrase shares only
    some words) and orders them by its own rank, bm25 on SQLite, ts_rank on
    PostgreSQL (title, then question, weigh more than the answer); the first
-   `candidate_pool(k)` are kept;
+   `candidate_pool(k)` are kept. Two shortcuts keep this fast on a large index, both
+   exact for what is shown: words too common to lift a thread to `min_score` on their
+   own are not sent to the engine (`needed_groups`), and the engine is asked first for
+   the threads holding the query's rarest words (`FIRST_PASS_POSTINGS`), then for the
+   commoner ones only if a thread holding none of the rare ones could still score above
+   the k-th best found; document frequencies come from stored counts (ibot.db.knowledge);
 3. each candidate is **scored the same way on both engines**, from its stored terms:
 
        score = Σ idf(g) · w(g, thread) / Σ idf(g)      over the query's groups g
@@ -36,6 +41,7 @@ SQLite and PostgreSQL (tests/test_knowledge.py checks the two give the same scor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -231,6 +237,23 @@ class KnowledgeBase:
         ]
         await self._store.write([document(thread) for thread in changed])
         return len(changed)
+
+    async def reindex(self, *, batch: int = 500) -> int:
+        """Index again the threads stored under older normalisation rules (their hash,
+        which includes `NORMALISER_VERSION`, no longer matches); how many. Nothing else
+        changes: a second call finds none."""
+        changed = 0
+        after: int | None = None
+        while page := await self._store.stored_page(after=after, limit=batch):
+            stale = [
+                thread
+                for content, digest in page
+                if (thread := SolvedThread(**dataclasses.asdict(content))).content_hash() != digest
+            ]
+            await self._store.write([document(thread) for thread in stale])
+            changed += len(stale)
+            after = page[-1][0].thread_id
+        return changed
 
     async def contains(self, thread_id: int) -> bool:
         """Whether this thread is stored."""
