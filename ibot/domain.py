@@ -25,6 +25,9 @@ class Feature(StrEnum):
     ASK = "ask"
     SUMMARY = "summary"
     CHAT = "chat"
+    # Embeddings of the knowledge base (ibot/services/semantic.py): no chat model, no
+    # [features] section; a query's row and a backfill's differ by their note.
+    KB_EMBED = "kb_embed"
 
 
 class Backend(StrEnum):

@@ -48,7 +48,7 @@ class ModelPrice:
     name: str
     input: Decimal
     cached_input: Decimal | None  # None: no caching discount, cached tokens billed as input
-    output: Decimal
+    output: Decimal | None  # None: an input-only model (embeddings), which bills no output
     image_base_tokens: int | None = None
     image_tile_tokens: int | None = None
 
@@ -109,6 +109,10 @@ class PriceTable:
         if price is None:
             self._warn_unknown(model)
             return None
+        if price.output is None and usage.completion_tokens:
+            # Output from an input-only model is nothing its row can price.
+            self._warn_unknown(model)
+            return None
         return cost_micros(usage, price)
 
     def image_tokens(self, model: str, width: int, height: int, detail: str) -> int:
@@ -131,6 +135,8 @@ def cost_micros(usage: Usage, price: ModelPrice) -> int:
 
     tokens x USD-per-1M-tokens is already micro-dollars, so no division is needed.
     `usage.prompt_tokens` includes the cached and image tokens, as the API reports it.
+    An input-only model (no output price, as the embedding models) bills its input
+    tokens only; a usage with output tokens is a ValueError for it.
     """
     for field, value in (
         ("prompt_tokens", usage.prompt_tokens),
@@ -144,11 +150,17 @@ def cost_micros(usage: Usage, price: ModelPrice) -> int:
             f"usage.cached_tokens ({usage.cached_tokens}) exceeds "
             f"prompt_tokens ({usage.prompt_tokens})"
         )
+    if price.output is None and usage.completion_tokens:
+        raise ValueError(
+            f"model {price.name!r} bills input only, yet the usage has "
+            f"{usage.completion_tokens} completion tokens"
+        )
     cached_rate = price.input if price.cached_input is None else price.cached_input
+    output_rate = price.output if price.output is not None else Decimal(0)
     total = (
         (usage.prompt_tokens - usage.cached_tokens) * price.input
         + usage.cached_tokens * cached_rate
-        + usage.completion_tokens * price.output
+        + usage.completion_tokens * output_rate
     )
     return int(total.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
@@ -198,9 +210,9 @@ def _parse_row(name: str, row: Any, where: str) -> ModelPrice:
     unknown = sorted(set(row) - _KNOWN_FIELDS)
     if unknown:
         raise ValueError(f"{where}: model {name!r}: unknown field(s) {', '.join(unknown)}")
-    for required in ("input", "output"):
-        if required not in row:
-            raise ValueError(f"{where}: model {name!r}: field {required!r} is missing")
+    # `output` may be left out for an input-only model (embeddings): it bills no output.
+    if "input" not in row:
+        raise ValueError(f"{where}: model {name!r}: field 'input' is missing")
     prices = {
         field: _price(name, field, row[field], where) for field in _PRICE_FIELDS if field in row
     }
@@ -214,7 +226,7 @@ def _parse_row(name: str, row: Any, where: str) -> ModelPrice:
         name=name,
         input=prices["input"],
         cached_input=prices.get("cached_input"),
-        output=prices["output"],
+        output=prices.get("output"),
         image_base_tokens=images.get("image_base_tokens"),
         image_tile_tokens=images.get("image_tile_tokens"),
     )

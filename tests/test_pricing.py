@@ -37,13 +37,15 @@ def test_shipped_table_loads_with_its_date(prices: PriceTable) -> None:
         "gpt-4.1-2025-04-14": ("2.00", "0.50", "8.00"),
         "gpt-4.1-mini": ("0.40", "0.10", "1.60"),
         "gpt-4.1-nano": ("0.10", "0.025", "0.40"),
+        "text-embedding-3-small": ("0.02", None, None),  # input only
+        "text-embedding-3-large": ("0.13", None, None),
     }
     assert set(prices.models) == set(expected)
     for name, (inp, cached, out) in expected.items():
         row = prices.models[name]
         assert row.input == Decimal(inp), name
         assert row.cached_input == (None if cached is None else Decimal(cached)), name
-        assert row.output == Decimal(out), name
+        assert row.output == (None if out is None else Decimal(out)), name
 
 
 # --- cost ----------------------------------------------------------------------------------

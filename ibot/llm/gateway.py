@@ -1,6 +1,7 @@
 """The one door to a model.
 
-Every model call in iBot goes through `ModelGateway.complete`, which:
+Every model call in iBot goes through `ModelGateway.complete` (or, for the knowledge
+base's embeddings, `ModelGateway.embed`, which keeps the same books), which:
 1. estimates the prompt tokens (tiktoken + the image formula) and the worst-case cost;
 2. asks the budget hook to reserve that cost; when a cap would be passed, degrades in
    the feature's order: its cheaper model(s), then the local model when there is one,
@@ -34,7 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ibot import tokens
 from ibot.domain import (
@@ -53,6 +54,12 @@ from ibot.domain import (
 )
 from ibot.llm.accounting import CallAccountant, CallRecorder
 from ibot.llm.budget import AllowAll, BudgetExceeded, BudgetHook, Reservation
+from ibot.llm.embeddings import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    EmbeddingResult,
+    count_inputs,
+)
 from ibot.llm.pacing import Pacer
 from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
@@ -89,6 +96,15 @@ class ModelBackend(Protocol):
         on_delta: OnDelta | None = None,
         estimate_completion: Callable[[str], int] | None = None,
     ) -> BackendResponse: ...
+
+
+@runtime_checkable
+class EmbeddingBackend(Protocol):
+    """A backend that embeds texts (the OpenAI backend; the local model does not)."""
+
+    name: Backend
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,8 +501,154 @@ class ModelGateway:
             source=UsageSource.ESTIMATED,
         )
 
+    # ---- embeddings ------------------------------------------------------------------
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResult:
+        """Embed `request.texts` through OpenAI, or raise LLMCallError; either way one
+        ledger row is written (feature, guild… from `request.context`; the note says
+        whether it was a query or a backfill and how many inputs).
+
+        The same books as `complete`, simpler: the input tokens are counted before the
+        call (cl100k_base, `ibot.llm.embeddings`) and the output is nothing, so the
+        worst case the budget holds is the call's exact price. A budget that would be
+        passed refuses the call (a `refused` row): there is no cheaper model to fall
+        back to, and the local model never embeds; no OpenAI backend at all is a
+        `refused` row too (NOT_CONFIGURED). The caller then searches lexically. The
+        calls are not paced: the pacer learns the chat models' limits, and the
+        embedding models have their own.
+        """
+        started = self._clock()
+        books = _books_request(request)
+        backend = self.openai if isinstance(self.openai, EmbeddingBackend) else None
+        if backend is None:
+            await self.accounts.failed(
+                books,
+                None,
+                ErrorKind.NOT_CONFIGURED,
+                f"{request.note}: no OpenAI backend configured",
+                started,
+                status=CallStatus.REFUSED,
+            )
+            raise LLMCallError(ErrorKind.NOT_CONFIGURED, "no OpenAI backend to embed with")
+        worst_usage = Usage(prompt_tokens=count_inputs(request.texts), source=UsageSource.ESTIMATED)
+        worst = self.prices.cost_micros(
+            replace(worst_usage, source=UsageSource.MEASURED), request.model
+        )
+        try:
+            reservation = await self.budget.reserve(request.context, request.model, worst)
+        except BudgetExceeded as blocked:
+            resets = blocked.resets_at.isoformat() if blocked.resets_at else "unknown"
+            message = f"budget {blocked.budget} is spent until {resets}"
+            ledger_id = await self.accounts.failed(
+                books,
+                backend.name,
+                ErrorKind.BUDGET,
+                f"{request.note}: {message}",
+                started,
+                status=CallStatus.REFUSED,
+            )
+            raise LLMCallError(
+                ErrorKind.BUDGET,
+                message,
+                ledger_id=ledger_id,
+                budget=blocked.budget,
+                resets_at=blocked.resets_at,
+            ) from blocked
+        sent = replace(request, call_id=uuid.uuid4().hex)
+        sent_books = replace(books, call_id=sent.call_id)
+        pending: int | None = None
+        went_out = False
+        try:
+            opening = asyncio.ensure_future(
+                self.accounts.open(books, backend.name, sent_books, worst_usage)
+            )
+            try:
+                pending = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                pending = await opening  # closed below rather than left pending
+                raise
+            went_out = True
+            response = await backend.embed(sent)
+        except BackendError as err:
+            await asyncio.shield(self.budget.settle(reservation, 0))
+            ledger_id = await self.accounts.failed(
+                books,
+                backend.name,
+                err.kind,
+                f"{request.note}: {err.message}",
+                started,
+                request_id=err.request_id,
+                attempts=err.attempts,
+                model=err.model,
+                call_id=sent.call_id,
+                pending=pending,
+            )
+            raise LLMCallError(err.kind, err.message, ledger_id=ledger_id) from None
+        except asyncio.CancelledError:
+            # Sent, it may be billed whatever we do: counted at its (exact) worst case.
+            usage, cost = (worst_usage, worst) if went_out else (Usage(), 0)
+            await asyncio.shield(self.budget.settle(reservation, cost))
+            await asyncio.shield(
+                self.accounts.failed(
+                    books,
+                    backend.name,
+                    ErrorKind.CANCELLED,
+                    f"{request.note}: cancelled"
+                    + (" after the request was sent" if went_out else " before it was sent"),
+                    started,
+                    usage=usage,
+                    cost=cost,
+                    model=request.model,
+                    call_id=sent.call_id,
+                    pending=pending,
+                )
+            )
+            raise
+        cost = self.prices.cost_micros(response.usage, response.model)
+        await asyncio.shield(self.budget.settle(reservation, cost))
+        latency = self._clock() - started
+        answered = BackendResponse(
+            text="",
+            usage=response.usage,
+            model=response.model,
+            request_id=response.request_id,
+            attempts=response.attempts,
+        )
+        ledger_id = await self.accounts.answered(
+            books,
+            backend.name,
+            answered,
+            status=CallStatus.OK,
+            latency_s=latency,
+            cost=cost,
+            note=request.note,
+            call_id=sent.call_id,
+            pending=pending,
+        )
+        return EmbeddingResult(
+            vectors=response.vectors,
+            usage=response.usage,
+            cost_micros=cost,
+            model=response.model,
+            latency_s=latency,
+            request_id=response.request_id,
+            ledger_id=ledger_id,
+        )
+
     async def close_interrupted(self) -> int:
         """Close the calls a dead process left pending, at their worst-case cost; how
         many there were. Call it at start-up, before serving (see
         `CallAccountant.close_interrupted`)."""
         return await self.accounts.close_interrupted()
+
+
+def _books_request(request: EmbeddingRequest) -> LLMRequest:
+    """An embedding call as the ledger's books describe a call: who and where, the model
+    asked for, no messages and no output (`CallAccountant` reads only those)."""
+    return LLMRequest(
+        messages=(),
+        model=request.model,
+        max_output_tokens=0,
+        context=request.context,
+        call_id=request.call_id,
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx2
@@ -39,6 +40,7 @@ from ibot.domain import (
     Usage,
     UsageSource,
 )
+from ibot.llm.embeddings import EmbeddingRequest, EmbeddingResponse
 
 OnDelta = Callable[[str], Awaitable[None] | None]
 Sleep = Callable[[float], Awaitable[None]]
@@ -188,7 +190,7 @@ CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
 
 
 class OpenAIBackend:
-    """Chat Completions through one shared `AsyncOpenAI` client."""
+    """Chat Completions and Embeddings through one shared `AsyncOpenAI` client."""
 
     name = Backend.OPENAI
 
@@ -241,18 +243,52 @@ class OpenAIBackend:
         `prompt_estimate` and `estimate_completion` are used only when a stream ends
         without its usage chunk: the ledger then records an estimate, marked as such.
         """
+
+        async def once() -> BackendResponse:
+            if request.stream:
+                return await self._stream_once(
+                    request, prompt_estimate, on_delta, estimate_completion
+                )
+            return await self._create_once(request, prompt_estimate, estimate_completion)
+
+        response, attempts = await self._retrying(once, request.model)
+        return BackendResponse(
+            text=response.text,
+            usage=response.usage,
+            model=response.model,
+            request_id=response.request_id,
+            finish_reason=response.finish_reason,
+            rate_limits=response.rate_limits,
+            attempts=attempts,
+        )
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Embed `request.texts` in one call (`/v1/embeddings`), retrying transient
+        failures like a chat completion.
+
+        The vectors are asked for as floats (`encoding_format` "float", what the spec's
+        `Embedding` schema describes) and come back in the texts' order. Their rate-limit
+        headers are kept out of the pacer: the embedding models have limits of their
+        own, and a 429 on them must not hold the chat calls back.
+        """
+
+        async def once() -> EmbeddingResponse:
+            return await self._embed_once(request)
+
+        response, attempts = await self._retrying(once, request.model, pace=False)
+        return replace(response, attempts=attempts)
+
+    async def _retrying[T](
+        self, once: Callable[[], Awaitable[T]], model: str, *, pace: bool = True
+    ) -> tuple[T, int]:
+        """`once()`'s result and the attempts it took: transient failures are retried
+        (module docstring), the others raised at once as a classified BackendError.
+        `pace`: tell the rate-limit listener what the answers' headers say."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                if request.stream:
-                    response = await self._stream_once(
-                        request, prompt_estimate, on_delta, estimate_completion
-                    )
-                else:
-                    response = await self._create_once(
-                        request, prompt_estimate, estimate_completion
-                    )
+                return await once(), attempt
             except BackendError as err:  # a stream cut mid-way: billed, never retried
                 err.attempts = attempt
                 raise
@@ -264,7 +300,8 @@ class OpenAIBackend:
                 wait = self._retry_wait(kind, attempt, retry_after)
                 # How long the rate limit holds: the server's word, else our own back-off.
                 held_for = retry_after if retry_after is not None else wait
-                self._saw_headers(headers, held_for if kind is ErrorKind.RATE_LIMIT else None)
+                if pace:
+                    self._saw_headers(headers, held_for if kind is ErrorKind.RATE_LIMIT else None)
                 if wait is None:
                     raise BackendError(
                         kind,
@@ -272,19 +309,9 @@ class OpenAIBackend:
                         request_id=request_id,
                         retry_after_s=retry_after,
                         attempts=attempt,
-                        model=request.model,
+                        model=model,
                     ) from None
                 await self._sleep(wait)
-                continue
-            return BackendResponse(
-                text=response.text,
-                usage=response.usage,
-                model=response.model,
-                request_id=response.request_id,
-                finish_reason=response.finish_reason,
-                rate_limits=response.rate_limits,
-                attempts=attempt,
-            )
 
     def _retry_wait(self, kind: ErrorKind, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""
@@ -337,6 +364,33 @@ class OpenAIBackend:
             request_id=raw.headers.get("x-request-id") or completion.id,
             finish_reason=choice.finish_reason if choice else None,
             rate_limits=rate_limits,
+        )
+
+    async def _embed_once(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "input": list(request.texts),
+            "encoding_format": "float",
+        }
+        if request.dimensions is not None:
+            params["dimensions"] = request.dimensions
+        if request.call_id is not None:
+            params["extra_headers"] = {CLIENT_REQUEST_ID_HEADER: request.call_id}
+        raw = await self._client.embeddings.with_raw_response.create(**params)
+        answer = raw.parse()
+        data = sorted(answer.data, key=lambda item: item.index)
+        if len(data) != len(request.texts):
+            raise BackendError(
+                ErrorKind.OTHER,
+                f"{len(data)} embeddings for {len(request.texts)} inputs",
+                request_id=raw.headers.get("x-request-id"),
+                model=request.model,
+            )
+        return EmbeddingResponse(
+            vectors=tuple(tuple(float(v) for v in item.embedding) for item in data),
+            usage=Usage(prompt_tokens=answer.usage.prompt_tokens or 0),
+            model=answer.model or request.model,
+            request_id=raw.headers.get("x-request-id"),
         )
 
     async def _stream_once(

@@ -34,12 +34,14 @@ read is itself reported, so the checks cannot silently stop.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
 import json
 import os
 import re
+import struct
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -556,11 +558,52 @@ class OpenAIExchange:
             except ValueError:
                 body = raw_body.decode(errors="replace")
         self.operation = check_request(self.spec, method, path, _request_media(media_type), body)
+        self.base64_embeddings = (
+            self.operation is not None
+            and self.operation.template == "/embeddings"
+            and isinstance(body, dict)
+            and body.get("encoding_format") == "base64"
+        )
 
     def response(self, response: web.StreamResponse) -> None:
         """A whole answer (a streamed one was checked event by event)."""
-        if self.operation is not None and isinstance(response, web.Response):
-            check_response(self.spec, self.operation, response.status, *_sent(response))
+        if self.operation is None or not isinstance(response, web.Response):
+            return
+        media_type, body = _sent(response)
+        if self.base64_embeddings and response.status == 200 and body:
+            body = self._decoded_embeddings(self.operation, body)
+        check_response(self.spec, self.operation, response.status, media_type, body)
+
+    def _decoded_embeddings(self, operation: Operation, body: bytes) -> bytes:
+        """A base64 embeddings answer with each vector decoded to its floats.
+
+        The file's `Embedding` schema describes the float form only, while
+        `encoding_format` says the same vectors may be asked for as base64 (the openai
+        client asks for that by default): such an answer is checked as the floats it
+        encodes, little-endian float32, and a string that is not one is a departure.
+        """
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return body  # reported as "not JSON" by the check itself
+        items = answer.get("data") if isinstance(answer, dict) else None
+        for index, item in enumerate(items if isinstance(items, list) else []):
+            encoded = item.get("embedding") if isinstance(item, dict) else None
+            if not isinstance(encoded, str):
+                continue
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+                if len(raw) % 4:
+                    raise ValueError(f"{len(raw)} bytes is not a whole number of float32")
+            except ValueError as exc:
+                pointer = "#/components/schemas/CreateEmbeddingRequest/properties/encoding_format"
+                where = f"{operation.method} {operation.template} 200 response"
+                problem = f"not base64 of float32 values: {exc}"
+                field = f"data[{index}].embedding"
+                record(Violation(where, field, problem, self.spec.spec_path(pointer)))
+                continue
+            item["embedding"] = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        return json.dumps(answer).encode()
 
     def stream_event(self, payload: Json) -> None:
         """One `data:` event of a 200 text/event-stream answer: a chunk; or the error

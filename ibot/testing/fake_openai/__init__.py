@@ -1,4 +1,5 @@
-"""An OpenAI-compatible Chat Completions server on 127.0.0.1, for tests and the demo.
+"""An OpenAI-compatible Chat Completions and Embeddings server on 127.0.0.1, for tests and
+the demo.
 
 The real `openai` client talks to it unchanged (point `base_url` at `fake.base_url`).
 It behaves like the real API where iBot depends on it:
@@ -13,6 +14,10 @@ It behaves like the real API where iBot depends on it:
 - `x-ratelimit-*` headers from token buckets refilled per minute (requests and tokens),
   and 429 with Retry-After once a bucket is empty (`send_retry_after = False`: without);
 - streaming (SSE) with `stream_options.include_usage`;
+- `/v1/embeddings` (embeddings.py): the spec's inputs, limits and encodings, usage
+  counted with cl100k_base, deterministic unit vectors that carry some meaning (feature
+  hashing of folded words, trigrams and a small bilingual concept table), `dimensions`
+  honoured as text-embedding-3 does (a prefix of the full vector, normalised);
 - faults on demand: 5xx, rate limits, insufficient_quota, slow answers, hangs (client
   timeouts), dropped connections, streams cut mid-way, streams ending in an error event,
   and random fault rates;
@@ -39,6 +44,7 @@ One module per job, `FakeOpenAI` (server.py) putting them together:
 - rate_limits.py: per-minute token buckets, `x-ratelimit-*` headers, when to refuse;
 - faults.py: injected and random misbehaviour;
 - answers.py: scripted answers and the default echo;
+- embeddings.py: the embeddings route's models, limits, parsing and vectors;
 - records.py: what each request received and was served, and the totals.
 """
 

@@ -20,6 +20,7 @@ class RecordedRequest:
 
     body: dict[str, Any]
     status: int
+    endpoint: str = "chat.completions"  # or "embeddings"
     model: str | None = None
     request_id: str | None = None
     prompt_tokens: int = 0

@@ -1,4 +1,5 @@
-"""Every body and header the fake sends: completions, stream chunks, usage, errors.
+"""Every body and header the fake sends: completions, stream chunks, embeddings, usage,
+errors.
 
 The `openai` client parses these into its types, so they must have the API's shape: the
 `chat.completion` object, the `chat.completion.chunk` SSE stream ending in `[DONE]` (with a
@@ -124,6 +125,31 @@ def model_list(model_ids: list[str]) -> web.Response:
     created = 1_715_367_049  # Model requires it: a Unix time (gpt-4o's, for every model)
     data = [{"id": m, "object": "model", "created": created, "owned_by": "fake"} for m in model_ids]
     return json_response({"object": "list", "data": data})
+
+
+def model_not_found(model: str) -> web.Response:
+    """The API's 404 for a model that does not exist (or that the key cannot use)."""
+    return error_response(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    )
+
+
+def embedding_list(
+    model: str, vectors: list[list[float] | str], prompt_tokens: int, headers: dict[str, str]
+) -> web.Response:
+    """A `CreateEmbeddingResponse`: one `embedding` object per input, in input order
+    (floats, or base64 strings when the request asked for base64), and the usage."""
+    data = [
+        {"object": "embedding", "index": index, "embedding": values}
+        for index, values in enumerate(vectors)
+    ]
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return json_response(
+        {"object": "list", "data": data, "model": model, "usage": usage}, headers=headers
+    )
 
 
 def usage_object(usage: CallUsage) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 `FakeOpenAI` owns the app on 127.0.0.1 and its routes, and runs each chat request
 through the steps the real API takes: API key, injected fault, parsing, usage, rate
-limits, answer, response. Each step's rules live in their own module (faults,
-request_parsing, usage, rate_limits, answers, response_building); this one only orders
-them, records what happened (records.py) and offers the scripting and inspection API.
+limits, answer, response; an embeddings request takes the same steps (embeddings.py).
+Each step's rules live in their own module (faults, request_parsing, usage,
+rate_limits, answers, response_building, embeddings); this one only orders them,
+records what happened (records.py) and offers the scripting and inspection API.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from aiohttp import web
 from ibot.testing import spec_violations
 from ibot.testing.fake_openai import response_building as build
 from ibot.testing.fake_openai.answers import Answer, AnswerScript
+from ibot.testing.fake_openai.embeddings import UnknownModel, parse_embedding_request
+from ibot.testing.fake_openai.embeddings import embeddings as embedding_vectors
 from ibot.testing.fake_openai.faults import Fault, FaultInjector, answer_fault
 from ibot.testing.fake_openai.rate_limits import RateLimits
 from ibot.testing.fake_openai.records import RecordedRequest, UsageTotals, served_totals
@@ -89,6 +92,7 @@ class FakeOpenAI:
     async def start(self) -> FakeOpenAI:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._spec_check])
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -211,27 +215,37 @@ class FakeOpenAI:
         return build.model_list(list(self.snapshots))
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, record = await self._received(request, "chat.completions")
+        return await self._answer_chat(request, body, record)
+
+    async def _received(
+        self, request: web.Request, endpoint: str
+    ) -> tuple[dict[str, Any], RecordedRequest]:
+        """The request's body and its record, kept on arrival (a hanging request counts
+        too) and completed as it is answered."""
         body = await read_json_body(request)
         record = RecordedRequest(
             body=body,
             status=0,
+            endpoint=endpoint,
             had_authorization="Authorization" in request.headers,
             client_request_id=request.headers.get("X-Client-Request-Id"),
         )
-        # Recorded on arrival (a hanging request counts too), completed as it is answered.
         self.requests.append(record)
         async with self._changed:
             self._changed.notify_all()
-        return await self._answer_chat(request, body, record)
+        return body, record
 
-    async def _answer_chat(
-        self, request: web.Request, body: dict[str, Any], record: RecordedRequest
-    ) -> web.StreamResponse:
+    async def _refused_or_faulted(
+        self, request: web.Request, record: RecordedRequest
+    ) -> tuple[web.StreamResponse | None, Fault | None]:
+        """The steps every route takes first: the API key, then an injected fault. An
+        answer to send at once, or None and the fault that lets the request go on."""
         if self.api_key is not None:
             sent = request.headers.get("Authorization", "")
             if sent != f"Bearer {self.api_key}":
                 record.status = 401
-                return build.invalid_api_key()
+                return build.invalid_api_key(), None
         fault = self._faults.next()
         if fault is not None:
             response = await answer_fault(
@@ -243,7 +257,50 @@ class FakeOpenAI:
                 retry_after=self.send_retry_after,
             )
             if response is not None:
-                return response
+                return response, None
+        return None, fault
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """An embeddings request (embeddings.py says what is accepted and billed): the
+        key, a fault, the body, the rate limits, then the vectors."""
+        body, record = await self._received(request, "embeddings")
+        answer, fault = await self._refused_or_faulted(request, record)
+        if answer is not None:
+            return answer
+        try:
+            call = parse_embedding_request(body)
+        except BadRequest as exc:
+            record.status = 400
+            return build.bad_request(exc.message, exc.code)
+        except UnknownModel as exc:
+            record.status = 404
+            return build.model_not_found(exc.model)
+        refusal = self._limits.admit(call.prompt_tokens)
+        if refusal is not None:
+            record.status = 429
+            record.fault = "rate_limit"
+            return build.rate_limit_exceeded(refusal, retry_after=self.send_retry_after)
+        request_id = build.new_request_id()
+        record.model = call.model.name
+        record.request_id = request_id
+        record.prompt_tokens = call.prompt_tokens
+        record.billed = True
+        headers = {**self._limits.headers(), "x-request-id": request_id}
+        vectors = embedding_vectors(call)
+        delay = self.latency_s + (
+            fault.delay_s if fault is not None and fault.kind == "slow" else 0
+        )
+        if delay:
+            await self._pause(delay)
+        record.status = 200
+        return build.embedding_list(call.model.name, vectors, call.prompt_tokens, headers)
+
+    async def _answer_chat(
+        self, request: web.Request, body: dict[str, Any], record: RecordedRequest
+    ) -> web.StreamResponse:
+        answer, fault = await self._refused_or_faulted(request, record)
+        if answer is not None:
+            return answer
         try:
             chat = parse_chat_request(body)
             prompt, image_tokens, ids = self._usage.count_prompt(chat.messages, chat.model)

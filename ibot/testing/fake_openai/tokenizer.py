@@ -79,8 +79,10 @@ VOCABULARIES = {
     ),
 }
 
-# The models before gpt-4o use cl100k_base; gpt-4o and everything after it, o200k_base.
-_CL100K_PREFIXES = ("gpt-4-", "gpt-3.5", "gpt-35")
+# The models before gpt-4o use cl100k_base, and so do the embedding models (the cookbook's
+# "How to count tokens with tiktoken" lists text-embedding-3-small/-large and ada-002
+# under cl100k_base); gpt-4o and every chat model after it, o200k_base.
+_CL100K_PREFIXES = ("gpt-4-", "gpt-3.5", "gpt-35", "text-embedding-")
 
 _loaded: dict[str, tiktoken.Encoding] = {}
 _lock = threading.Lock()

@@ -59,6 +59,7 @@ DISCORD_FAMILIES: tuple[tuple[str, str], ...] = (
 #: The bot's routes at OpenAI (paths as the spec writes them, without /v1).
 OPENAI_FAMILIES: tuple[tuple[str, str], ...] = (
     ("chat completions", r"^/chat/completions"),
+    ("embeddings", r"^/embeddings"),
     ("models", r"^/models"),
 )
 #: The gateway events of the same families, by name (first match).

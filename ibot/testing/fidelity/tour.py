@@ -215,6 +215,7 @@ async def _tour_discord(tour: Tour) -> None:
             attachments=[picture],
         )
         asked = await discord.post_message(text, bob, "Bonjour", mentions=[alice])
+        await discord.react(asked, alice, "✅")
         await discord.flush()
 
         await _rest_tour(expect, discord, guild.id, text.id, thread.id, forum.id, asked.id)
@@ -269,6 +270,8 @@ async def _rest_tour(
     await expect(200, "PATCH", f"/channels/{cid}", json={"topic": "Sujet"})
     await expect(200, "PATCH", f"/channels/{tid}", json={"applied_tags": [], "archived": True})
     await expect(200, "GET", f"/channels/{fid}/threads/archived/public", params={"limit": 5})
+    before = {"limit": 100, "before": "2100-01-01T00:00:00+00:00"}
+    await expect(200, "GET", f"/channels/{fid}/threads/archived/public", params=before)
     await expect(200, "PATCH", f"/channels/{tid}", json={"archived": False})
     await expect(200, "GET", f"/guilds/{gid}/threads/active")
     await expect(200, "GET", f"/guilds/{gid}")
@@ -295,6 +298,9 @@ async def _rest_tour(
     await expect(200, "GET", f"/channels/{tid}/messages/{tid}")
     await expect(200, "PATCH", f"/channels/{cid}/messages/{sent['id']}", json={"content": "Édité"})
     await expect(204, "PUT", f"/channels/{cid}/messages/{sent['id']}/reactions/%E2%8F%B3/@me")
+    await expect(
+        200, "GET", f"/channels/{cid}/messages/{asked}/reactions/%E2%9C%85", params={"limit": 10}
+    )
     await expect(200, "GET", f"/channels/{cid}/messages/{sent['id']}")
     await expect(204, "POST", f"/channels/{cid}/typing")
     await expect(204, "DELETE", f"/channels/{cid}/messages/{sent['id']}")
@@ -379,6 +385,23 @@ async def _tour_openai(tour: Tour) -> None:
                     response.status,
                     response.content_type,
                     tuple(chunks),
+                )
+            )
+        embeddings = {
+            "model": "text-embedding-3-small",
+            "input": ["pip install ne marche pas", "No module named 'cv2'"],
+            "dimensions": 256,
+            "encoding_format": "float",
+        }
+        async with http.post(f"{fake.base_url}/embeddings", json=embeddings) as response:
+            tour.exchanges.append(
+                Exchange(
+                    "openai",
+                    "POST",
+                    "/v1/embeddings",
+                    response.status,
+                    response.content_type,
+                    (await response.json(),),
                 )
             )
         async with http.get(f"{fake.base_url}/models") as response:
