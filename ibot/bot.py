@@ -37,6 +37,7 @@ EXTENSIONS = (
     "cogs.cost_report",
     "cogs.similar",
     "cogs.feedback",
+    "cogs.knowledge_sync",
 )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from ibot.db.feedback import FeedbackStore
 from ibot.i18n import t
 from ibot.testing.harness import Harness
 
@@ -59,6 +60,13 @@ async def forum_answer(harness: Harness):
     [answer] = await discord.wait_for(
         lambda: (found := discord.messages_in(thread)) and found, timeout=10
     )
+    # The bot records its answer just after Discord has it: a tag applied in between
+    # would find no answer yet (the test's race, not a moderator's).
+    assert harness.services is not None
+    answers = FeedbackStore(harness.services.sessionmaker)
+    async with asyncio.timeout(10):
+        while await answers.answer(answer.id) is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
     return thread, answer
 
 

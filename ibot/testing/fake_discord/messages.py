@@ -286,6 +286,54 @@ class MessageStore:
             fake.gateway.dispatch("MESSAGE_DELETE", payload, None)
         fake._signal.notify()
 
+    def react(self, stored: StoredMessage, user: FakeUser, name: str) -> None:
+        """`user` puts the emoji `name` on the message (once: a second time changes
+        nothing): the reaction object's count (message.mdx, Reaction Object;
+        MessageReactionResponse: burst "super" reactions are counted apart, and `me` is
+        the bot's), who reacted (Get Reactions), and MESSAGE_REACTION_ADD
+        (gateway-events.mdx) for the sessions with GUILD_MESSAGE_REACTIONS."""
+        fake = self._fake
+        reactors = stored.reactors.setdefault(name, [])
+        if user.id in reactors:
+            return
+        reactors.append(user.id)
+        is_bot = user.id == fake.bot_user.id
+        reactions = stored.data.setdefault("reactions", [])
+        for reaction in reactions:
+            if reaction["emoji"]["name"] == name:
+                reaction["count"] += 1
+                reaction["count_details"]["normal"] += 1
+                reaction["me"] = reaction["me"] or is_bot
+                break
+        else:
+            reactions.append(
+                {
+                    "emoji": {"id": None, "name": name},
+                    "count": 1,
+                    "count_details": {"burst": 0, "normal": 1},
+                    "me": is_bot,
+                    "me_burst": False,
+                    "burst_colors": [],
+                }
+            )
+        guild = fake.guilds[fake.channels[stored.channel_id].guild_id]
+        payload: Json = {
+            "user_id": str(user.id),
+            "channel_id": str(stored.channel_id),
+            "message_id": str(stored.id),
+            "guild_id": str(guild.id),
+            "emoji": {"id": None, "name": name},
+            "message_author_id": str(stored.author_id),
+            "burst": False,
+            "burst_colors": [],
+            "type": 0,
+        }
+        member = guild.members.get(user.id)
+        if member is not None:
+            payload["member"] = member.payload()
+        fake.gateway.dispatch("MESSAGE_REACTION_ADD", payload, None)
+        fake._signal.notify()
+
     # -- visibility ----------------------------------------------------------------
 
     def dispatch(self, event: str, stored: StoredMessage) -> None:

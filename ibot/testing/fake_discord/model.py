@@ -403,7 +403,8 @@ class StoredMessage:
     """A message as stored by the fake, plus what only the sender's request showed.
 
     `data` is the message object Discord serves; `files` the bytes uploaded with it;
-    `allowed_mentions` and `request` what the client sent; `edits` every later PATCH body.
+    `allowed_mentions` and `request` what the client sent; `edits` every later PATCH body;
+    `reactors` who put each emoji (by name), in order (`data["reactions"]` has the counts).
     """
 
     data: Json
@@ -414,6 +415,7 @@ class StoredMessage:
     interaction_id: int | None = None
     edits: list[Json] = field(default_factory=list)
     deleted: bool = False
+    reactors: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def id(self) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -120,6 +121,14 @@ class RestApi:
                     r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)/reactions/(?P<emoji>[^/]+)/@me"
                 ),
                 self.add_reaction,
+                True,
+            ),
+            (
+                "GET",
+                re.compile(
+                    r"/channels/(?P<cid>\d+)/messages/(?P<mid>\d+)/reactions/(?P<emoji>[^/]+)"
+                ),
+                self.reaction_users,
                 True,
             ),
             ("POST", _p("/channels/{cid}/typing"), self.typing, True),
@@ -305,8 +314,14 @@ class RestApi:
             for t in self.fake.channels.values()
             if t.is_thread and t.parent_id == parent.id and t.archived
         ]
-        threads.sort(key=lambda t: t.archive_timestamp, reverse=True)
-        limit = int(call.query.get("limit", 50))
+        threads.sort(key=lambda t: archived_at(t.archive_timestamp), reverse=True)
+        if "before" in call.query:  # "threads archived before this timestamp" (channel.mdx)
+            try:
+                before = archived_at(call.query["before"])
+            except ValueError:
+                raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body") from None
+            threads = [t for t in threads if archived_at(t.archive_timestamp) < before]
+        limit = query_limit(call, default=50, low=2, high=100)  # openapi.json: 2 to 100
         return json_response(
             {
                 "threads": [t.payload() for t in threads[:limit]],
@@ -420,33 +435,50 @@ class RestApi:
     ) -> web.Response:
         stored = self._message(cid, mid)
         self._require(self._channel(cid), ADD_REACTIONS)
-        name = unquote(emoji)
-        reactions = stored.data.setdefault("reactions", [])
-        for reaction in reactions:
-            if reaction["emoji"]["name"] == name:
-                if not reaction["me"]:
-                    reaction.update(me=True, count=reaction["count"] + 1)
-                    reaction["count_details"]["normal"] += 1
-                break
-        else:
-            # The reaction object (message.mdx, Reaction Object; MessageReactionResponse):
-            # burst ("super") reactions are counted apart and never sent by the bot.
-            reactions.append(
-                {
-                    "emoji": {"id": None, "name": name},
-                    "count": 1,
-                    "count_details": {"burst": 0, "normal": 1},
-                    "me": True,
-                    "me_burst": False,
-                    "burst_colors": [],
-                }
-            )
+        self.fake.message_store.react(stored, self.fake.bot_user, unquote(emoji))
         return no_content()
+
+    async def reaction_users(
+        self, call: RecordedRequest, cid: str, mid: str, emoji: str
+    ) -> web.Response:
+        """Get Reactions (message.mdx): the users who put this emoji, by id ascending,
+        `limit` (1-100, default 25) at a time after the user id `after`; `type` 1
+        (burst) finds none, as nobody super-reacts here."""
+        stored = self._message(cid, mid)
+        limit = query_limit(call, default=25, low=1, high=100)
+        after = int(call.query.get("after", 0))
+        if call.query.get("type", "0") != "0":
+            return json_response([])
+        users = sorted(stored.reactors.get(unquote(emoji), []))
+        chosen = [self.fake.users[u].payload() for u in users if u > after][:limit]
+        return json_response(chosen)
 
     async def typing(self, call: RecordedRequest, cid: str) -> web.Response:
         channel = self._channel(cid)
         self._require(channel, send_permission(channel))
         return no_content()
+
+
+def query_limit(call: RecordedRequest, *, default: int, low: int, high: int) -> int:
+    """The request's `limit`, or Discord's form error for one out of [low, high]."""
+    try:
+        limit = int(call.query.get("limit", default))
+    except ValueError:
+        raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body") from None
+    if not low <= limit <= high:
+        small = limit < low
+        code, bound = ("NUMBER_TYPE_MIN", "greater") if small else ("NUMBER_TYPE_MAX", "less")
+        message = f"int value should be {bound} than or equal to {low if small else high}."
+        raise ApiError(
+            400, INVALID_FORM_BODY, "Invalid Form Body", {"limit": leaf_error(code, message)}
+        )
+    return limit
+
+
+def archived_at(stamp: str) -> datetime:
+    """An ISO8601 timestamp as an aware datetime (a `Z` suffix or none read as UTC)."""
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def send_permission(channel: FakeChannel) -> int:

@@ -362,6 +362,26 @@ class FakeDiscord:
         await self.flush()
         return stored
 
+    async def react(
+        self, message: StoredMessage | int, who: FakeMember | FakeUser, emoji: str
+    ) -> None:
+        """`who` reacts to the message with a unicode `emoji` (MessageStore.react). Not
+        in an archived thread: "Users cannot … add reactions … in archived threads"
+        (threads.mdx), so asking for one is the test's mistake (ValueError)."""
+        stored = self.message_store.get(message)
+        channel = self.channels[stored.channel_id]
+        if channel.is_thread and channel.archived:
+            raise ValueError(f"thread {channel.id} is archived: nobody can react there")
+        user = self.world.member(self.guilds[channel.guild_id], who).user
+        self.message_store.react(stored, user, emoji)
+        await self.flush()
+
+    async def delete_message(self, message: StoredMessage | int) -> None:
+        """Its author or a moderator deletes the message: MESSAGE_DELETE; REST answers
+        404 10008 for it from now on (a deleted starter leaves its thread in place)."""
+        self.message_store.delete(self.message_store.get(message))
+        await self.flush()
+
     async def archive_thread(self, thread: FakeChannel | int, *, archived: bool = True) -> None:
         self.world.archive_thread(thread, archived=archived)
         await self.flush()
