@@ -3,7 +3,9 @@
 Thin on purpose: the numbers come from ibot.services.report_view (Discord-free, tested
 against the ledger directly); this cog checks who asks, turns the view into an embed and
 attaches the files. Members are shown as <@id> mentions, which never ping (no mentions
-allowed), and the answer is private to the admin unless asked otherwise.
+allowed), and the answer is private to the admin unless asked otherwise. The members'
+feedback on the bot's answers (answers, helpful rate, solved, cost per solved thread)
+is a field of its own for the period and a second line under each top entry.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ibot.periods import (
     period_days,
 )
 from ibot.services.permissions import Access
+from ibot.services.report_render import NONE_SHOWN, rate_percent
 from ibot.services.report_view import (
     Change,
     ChartText,
@@ -190,6 +193,11 @@ def report_embed(view: ReportView, period_name: str, cap: int | None, lang: str)
     embed.add_field(
         name=t("cost_report.cost", lang), value=_figure(view.cost, _usd, lang), inline=True
     )
+    embed.add_field(
+        name=t("cost_report.feedback", lang),
+        value=_feedback_text(report.totals, lang),
+        inline=False,
+    )
     notes = [_range_text(report.period, view.previous, lang)]
     if cap is not None:
         notes.append(t("cost_report.daily_cap", lang, cap=format_usd(cap)))
@@ -218,9 +226,32 @@ def _top_text(view: ReportView, lang: str) -> str:
                 tokens=_count(row.prompt_tokens + row.completion_tokens, lang),
             )
         )
+        if row.answers:
+            lines.append(t("cost_report.top_feedback", lang, **_feedback_params(row, lang)))
     if report.other_groups:
         lines.append(t("cost_report.more", lang, count=report.other_groups))
     return "\n".join(lines)
+
+
+def _feedback_text(totals: ReportRow, lang: str) -> str:
+    """The members' feedback over the whole period, or why there is none."""
+    if not totals.answers:
+        return t("cost_report.feedback_none", lang)
+    return t("cost_report.feedback_value", lang, **_feedback_params(totals, lang))
+
+
+def _feedback_params(row: ReportRow, lang: str) -> dict[str, str]:
+    """Answers, helpful rate ("—" without votes), solved, cost per solved thread ("—"
+    when none was solved), as the embed writes numbers in `lang`."""
+    per_solved = row.cost_per_solved_micros
+    return {
+        "answers": _count(row.answers, lang),
+        "helpful": rate_percent(row.helpful_rate, "," if lang == "fr" else "."),
+        "up": _count(row.helpful_votes, lang),
+        "down": _count(row.unhelpful_votes, lang),
+        "solved": _count(row.solved, lang),
+        "per_solved": NONE_SHOWN if per_solved is None else _usd(per_solved, lang),
+    }
 
 
 def _key_text(row: ReportRow, group_by: GroupBy, lang: str) -> str:

@@ -217,7 +217,9 @@ def costs_report(
     config: ConfigOption = None,
 ) -> None:
     """Spending by feature, user, model, channel or day, from the ledger, with the change
-    against the previous period of the same length (table and JSON)."""
+    against the previous period of the same length (table and JSON), and the members'
+    feedback on the answers posted in the period: answers, helpful rate, solved, cost
+    per solved thread (last columns)."""
     from ibot import periods
     from ibot.db.reports import GroupBy
     from ibot.services import report_render, report_view, reports

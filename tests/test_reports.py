@@ -184,7 +184,8 @@ async def test_empty_period_gives_an_empty_report(sessionmaker):
     assert "(no calls in this period)" in render_table(report)
     assert render_csv(report).splitlines() == [
         "key,calls,prompt_tokens,cached_tokens,completion_tokens,cost_usd,cost_micros,"
-        "unknown_cost_calls"
+        "unknown_cost_calls,answers,helpful_votes,unhelpful_votes,helpful_rate,solved,"
+        "cost_per_solved_usd,cost_per_solved_micros"
     ]
 
 
@@ -307,11 +308,12 @@ def test_csv_report_has_the_header_and_exact_costs():
     text = render_csv(sample_report())
 
     lines = text.splitlines()
-    assert lines[0] == (
+    assert lines[0] == (  # the feedback columns are appended: the first ones keep their place
         "key,calls,prompt_tokens,cached_tokens,completion_tokens,cost_usd,cost_micros,"
-        "unknown_cost_calls"
+        "unknown_cost_calls,answers,helpful_votes,unhelpful_votes,helpful_rate,solved,"
+        "cost_per_solved_usd,cost_per_solved_micros"
     )
-    assert lines[1] == "gpt-4o-2024-08-06,3,4200,1024,900,0.007250,7250,0"
+    assert lines[1] == "gpt-4o-2024-08-06,3,4200,1024,900,0.007250,7250,0,0,0,0,,0,,"
     parsed = list(csv.DictReader(io.StringIO(text)))
     assert [row["key"] for row in parsed] == ["gpt-4o-2024-08-06", "mystery, model"]
     assert parsed[1]["unknown_cost_calls"] == "1"

@@ -11,6 +11,7 @@ second vote an update of the first, whichever process writes it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     func,
     select,
     update,
@@ -32,6 +34,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ibot.db.models import Base, IdType, UTCDateTime
 from ibot.domain import utcnow
+
+MARKS_BATCH = 500  # ids per IN (…): well under SQLite's 999 bound values of old builds
 
 
 class AnswerRecord(Base):
@@ -68,6 +72,20 @@ class VoteRecord(Base):
     __table_args__ = (
         UniqueConstraint("message_id", "member_id", name="uq_answer_feedback_message_member"),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerMarks:
+    """What members said of one answer: its votes and whether it was marked solved."""
+
+    up: int = 0
+    down: int = 0
+    solved: bool = False
+
+    @property
+    def helpful(self) -> bool:
+        """More 👍 than 👎, and at least one: the members found it helpful."""
+        return self.up >= 1 and self.up > self.down
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +196,30 @@ class FeedbackStore:
             )
             tally = {vote: count for vote, count in rows.all()}
         return tally.get(1, 0), tally.get(-1, 0)
+
+    async def marks(self, message_ids: Iterable[int]) -> dict[int, AnswerMarks]:
+        """Votes and solved mark of each of these answers that is recorded; an id that
+        is no recorded answer (not the bot's, or posted before feedback existed) is
+        absent. Read in batches of MARKS_BATCH ids (SQLite's limit on bound values)."""
+        wanted = sorted(set(message_ids))
+        found: dict[int, AnswerMarks] = {}
+        async with self._sessionmaker() as session:
+            for first in range(0, len(wanted), MARKS_BATCH):
+                batch = wanted[first : first + MARKS_BATCH]
+                rows = await session.execute(
+                    select(
+                        AnswerRecord.message_id,
+                        AnswerRecord.solved_at.is_not(None),
+                        func.coalesce(func.sum(case((VoteRecord.vote > 0, 1), else_=0)), 0),
+                        func.coalesce(func.sum(case((VoteRecord.vote < 0, 1), else_=0)), 0),
+                    )
+                    .outerjoin(VoteRecord, VoteRecord.message_id == AnswerRecord.message_id)
+                    .where(AnswerRecord.message_id.in_(batch))
+                    .group_by(AnswerRecord.message_id, AnswerRecord.solved_at)
+                )
+                for message_id, solved, up, down in rows.all():
+                    found[message_id] = AnswerMarks(up=int(up), down=int(down), solved=bool(solved))
+        return found
 
     async def mark_solved(self, message_id: int, member_id: int | None, at: datetime) -> None:
         async with self._sessionmaker() as session:

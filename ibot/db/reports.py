@@ -8,6 +8,13 @@ report_view) read the ledger's sums through here and nothing else.
 
 Amounts are integer micro-dollars; PostgreSQL's NUMERIC sums are turned back into exact
 ints.
+
+Members' feedback (`feedback_sums`) is summed here too, from the `answers` and
+`answer_feedback` tables joined to the ledger on the answer's ledger row: an answer
+belongs to the group of the call that wrote it (its feature, model, user, channel…),
+except by day, where it is the answer's own UTC day. Its period is the answer's
+creation time, not the call's, so "answers in the period" are the answers *posted* in
+[start, end), and one guild's report counts only the answers posted in that guild.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, assert_never
 
-from sqlalchemy import ColumnElement, Date, cast, func, literal_column, select
+from sqlalchemy import ColumnElement, Date, case, cast, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import QueryableAttribute
 
+from ibot.db.feedback import AnswerRecord, VoteRecord
 from ibot.db.ledger import known_cost_sum, token_sum, unknown_cost_count, where_period
 from ibot.db.models import LedgerRecord
 
@@ -51,6 +60,38 @@ class ReportRow:
     completion_tokens: int = 0
     cost_micros: int = 0  # sum of the known costs
     unknown_cost_calls: int = 0  # calls with no known price, not in cost_micros
+    # Members' feedback on the bot's answers posted in the period (see feedback_sums).
+    answers: int = 0  # answers posted with the feedback buttons
+    helpful_votes: int = 0  # 👍 on those answers
+    unhelpful_votes: int = 0  # 👎 on those answers
+    solved: int = 0  # those answers marked solved (✅, /solved, a solved tag)
+
+    @property
+    def votes(self) -> int:
+        return self.helpful_votes + self.unhelpful_votes
+
+    @property
+    def helpful_rate(self) -> Fraction | None:
+        """👍 / (👍 + 👎), exact; None when nobody voted (shown as "—", never 0 %)."""
+        return Fraction(self.helpful_votes, self.votes) if self.votes else None
+
+    @property
+    def cost_per_solved_micros(self) -> int | None:
+        """The group's known cost in the period divided by its solved answers, rounded
+        to the nearest micro-dollar (halves up); None when nothing was solved."""
+        if not self.solved:
+            return None
+        return (2 * self.cost_micros + self.solved) // (2 * self.solved)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackSums:
+    """The feedback figures of one group, before they join its ledger sums."""
+
+    answers: int = 0
+    helpful_votes: int = 0
+    unhelpful_votes: int = 0
+    solved: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +134,47 @@ async def grouped_sums(
             query = query.order_by(cost.desc(), calls.desc(), key)
         result = (await session.execute(query)).all()
     return [_report_row(record) for record in result]
+
+
+async def feedback_sums(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    group_by: GroupBy,
+    *,
+    start: datetime,
+    end: datetime,
+    guild_id: int | None = None,
+) -> dict[str, FeedbackSums]:
+    """Answers, 👍, 👎 and solved answers per group, of the answers posted in
+    [start, end) (in `guild_id` only, when given); groups without answers are absent.
+
+    One GROUP BY over answers, LEFT JOINed to their ledger row (primary key) and to
+    their votes (the unique (message_id, member_id) index): an answer with several votes
+    appears once per vote, hence the DISTINCT counts. An answer whose ledger row is gone
+    is filed under its own feature, or NO_KEY for the other groupings.
+    """
+    async with sessionmaker() as session:
+        key = _answer_key(group_by, _dialect(session)).label("key")
+        answer = AnswerRecord.message_id
+        query = (
+            select(
+                key,
+                func.count(func.distinct(answer)),
+                func.coalesce(func.sum(case((VoteRecord.vote > 0, 1), else_=0)), 0),
+                func.coalesce(func.sum(case((VoteRecord.vote < 0, 1), else_=0)), 0),
+                func.count(func.distinct(case((AnswerRecord.solved_at.is_not(None), answer)))),
+            )
+            .select_from(AnswerRecord)
+            .outerjoin(LedgerRecord, LedgerRecord.id == AnswerRecord.ledger_id)
+            .outerjoin(VoteRecord, VoteRecord.message_id == answer)
+            .where(AnswerRecord.created_at >= start, AnswerRecord.created_at < end)
+        )
+        if guild_id is not None:
+            query = query.where(AnswerRecord.guild_id == guild_id)
+        result = (await session.execute(query.group_by(key))).all()
+    return {
+        _key_text(group): FeedbackSums(int(answers), int(up), int(down), int(solved))
+        for group, answers, up, down, solved in result
+    }
 
 
 async def daily_costs(
@@ -143,18 +225,30 @@ def _group_key(group_by: GroupBy, dialect: str) -> ColumnElement[Any] | Queryabl
             assert_never(group_by)
 
 
-def _utc_day(dialect: str) -> ColumnElement[Any]:
-    """The UTC calendar day of created_at, computed by the database."""
+def _answer_key(group_by: GroupBy, dialect: str) -> ColumnElement[Any] | QueryableAttribute[Any]:
+    """The group of an answer: its call's (the ledger row joined), but by day the day
+    the answer was posted, and by feature its own feature when the row is missing."""
+    if group_by is GroupBy.day:
+        return _utc_day(dialect, AnswerRecord.created_at)
+    if group_by is GroupBy.feature:
+        return func.coalesce(LedgerRecord.feature, AnswerRecord.feature)
+    return _group_key(group_by, dialect)
+
+
+def _utc_day(
+    dialect: str, column: QueryableAttribute[datetime] = LedgerRecord.created_at
+) -> ColumnElement[Any]:
+    """The UTC calendar day of `column` (the ledger's created_at), computed by the database."""
     if dialect == "sqlite":
         # Stored as naive UTC text ('2025-01-31 23:59:00.000000'): date() cuts it.
-        return func.date(LedgerRecord.created_at)
+        return func.date(column)
     if dialect == "postgresql":
         # timestamptz -> UTC wall clock first: a bare cast would use the session's zone.
         # A literal, not a bound parameter: PostgreSQL must see the SELECT and GROUP BY
         # expressions as identical, and $1 and $2 are not.
         utc: ColumnElement[str] = literal_column("'UTC'")
-        return cast(func.timezone(utc, LedgerRecord.created_at), Date)
-    return cast(LedgerRecord.created_at, Date)
+        return cast(func.timezone(utc, column), Date)
+    return cast(column, Date)
 
 
 def _report_row(record: Sequence[Any]) -> ReportRow:

@@ -10,11 +10,17 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from ibot.cli_options import ConfigOption
 from ibot.finetune.prepare import DEFAULT_WINDOW, InputFormat
+
+if TYPE_CHECKING:
+    from ibot.config import Settings
+    from ibot.finetune.export_threads import ReadStats
+    from ibot.finetune.feedback_filter import Mark
 
 finetune_app = typer.Typer(
     help="Fine-tune a GPT-2-family model (DialoGPT) for the local fallback.",
@@ -36,9 +42,40 @@ class Precision(StrEnum):
     float16 = "float16"
 
 
+FEEDBACK_OPTION = typer.Option(
+    "--feedback",
+    help="Only threads whose answer members marked helpful (more 👍 than 👎) or solved "
+    "(✅, /solved, a solved tag; or accepted by the thread's author): helpful, solved or "
+    "helpful,solved. Read from the bot's database (database_url).",
+    show_default=False,
+)
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _feedback_marks(text: str) -> frozenset[Mark]:
+    from ibot.finetune.feedback_filter import parse_marks
+
+    try:
+        return parse_marks(text)
+    except ValueError as err:
+        _fail(str(err))
+
+
+def _settings(config: Path | None) -> Settings:
+    """The settings (for the database URL and the token), or exit 2 with one line."""
+    from ibot.config import ConfigError, fail_on_config_error, load_settings
+    from ibot.logging import configure_logging
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as err:
+        fail_on_config_error(err)
+    configure_logging(settings.logging.format, "WARNING", secrets=settings.secret_values())
+    return settings
 
 
 def _require_torch() -> None:
@@ -90,17 +127,28 @@ def prepare(
         Path | None, typer.Option(help="Model directory: count tokens, not just characters.")
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    feedback: Annotated[str | None, FEEDBACK_OPTION] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Turn character lines or solved forum threads into train/validation JSONL samples.
 
     Each sample is {"context": [previous turns], "response": "…"}. Statistics (samples,
     tokens or words, skipped lines and why) are printed and saved in stats.json.
+    With --feedback, only the threads whose answer members marked helpful or solved
+    (read from the bot's database) become samples.
     """
+    from ibot.finetune.feedback_filter import FeedbackFilter, FeedbackUnavailable
     from ibot.finetune.prepare import PrepareError, format_stats
     from ibot.finetune.prepare import prepare as run_prepare
 
     if tokenizer is not None:
         _require_torch()
+    chosen = None
+    if feedback is not None:
+        from ibot.finetune.feedback_filter import database_lookup
+
+        marks = _feedback_marks(feedback)
+        chosen = FeedbackFilter(marks, database_lookup(_settings(config).database_url))
     try:
         stats = run_prepare(
             inputs,
@@ -117,8 +165,9 @@ def prepare(
             line_column=line_column,
             conversation_column=conversation_column,
             answer_kinds=[k.strip() for k in answer_kinds.split(",") if k.strip()],
+            feedback=chosen,
         )
-    except (PrepareError, ValueError, OSError) as err:
+    except (PrepareError, FeedbackUnavailable, ValueError, OSError) as err:
         _fail(str(err))
     typer.echo(format_stats(stats))
     typer.echo(f"wrote {out}/train.jsonl, validation.jsonl and stats.json")
@@ -143,42 +192,52 @@ def export_threads_command(
         int | None, typer.Option(help="Only the newest N threads of each forum.", min=1)
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="TOML settings file.", show_default=False),
-    ] = None,
+    feedback: Annotated[str | None, FEEDBACK_OPTION] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Export the forums' threads and their answers through the bot's Discord connection.
 
     The answer is the reply the thread's author marked ✅, else the first moderator's reply,
     else the bot's when no other human replied (unsolved threads are kept, answer null).
+    With --feedback, only the threads whose answer members marked helpful or solved
+    (read from the bot's database) are written.
     """
-    from ibot.config import ConfigError, fail_on_config_error, load_settings
     from ibot.finetune.export_threads import (
         DEFAULT_ACCEPT_EMOJIS,
         ExportError,
         export_summary,
         export_threads,
     )
-    from ibot.logging import configure_logging
+    from ibot.finetune.feedback_filter import (
+        FeedbackUnavailable,
+        Selection,
+        export_selector,
+        read_marks,
+    )
+
+    marks = _feedback_marks(feedback) if feedback is not None else None
+    settings = _settings(config)
+    selection: Selection | None = None
+    select = None
+    if marks is not None:
+        select, selection = export_selector(settings.database_url, marks)
+
+    async def go() -> tuple[dict[str, Any], ReadStats]:
+        if marks is not None:  # before Discord: a wrong database fails in a second
+            await read_marks(settings.database_url, ())
+        return await export_threads(
+            settings,
+            out,
+            forum_ids=forum or None,
+            accept_emojis=tuple(accept_emoji or DEFAULT_ACCEPT_EMOJIS),
+            limit=limit,
+            show_progress=not no_progress,
+            select=select,
+        )
 
     try:
-        settings = load_settings(config)
-    except ConfigError as err:
-        fail_on_config_error(err)
-    configure_logging(settings.logging.format, "WARNING", secrets=settings.secret_values())
-    try:
-        export, stats = asyncio.run(
-            export_threads(
-                settings,
-                out,
-                forum_ids=forum or None,
-                accept_emojis=tuple(accept_emoji or DEFAULT_ACCEPT_EMOJIS),
-                limit=limit,
-                show_progress=not no_progress,
-            )
-        )
-    except ExportError as err:
+        export, stats = asyncio.run(go())
+    except (ExportError, FeedbackUnavailable) as err:
         _fail(str(err))
     summary = export_summary(export)
     typer.echo(
@@ -188,6 +247,8 @@ def export_threads_command(
             for kind in ("accepted", "moderator", "bot", "unsolved")
         )
     )
+    if selection is not None:
+        typer.echo(selection.summary())
     if stats.reaction_lookups_failed:
         typer.echo(f"warning: {stats.reaction_lookups_failed} reaction lookups failed", err=True)
     typer.echo(f"wrote {out}")

@@ -32,7 +32,10 @@ Inputs:
   ``ibot finetune export-threads`` (schema in `ibot.finetune.export_threads`). Each
   solved thread is one sample: context ``[title + "\\n" + question]``, response the
   answer's text. Unsolved threads are skipped (``unsolved``); ``--answer-kinds`` keeps
-  only some kinds of answer (accepted, moderator, bot).
+  only some kinds of answer (accepted, moderator, bot); ``--feedback helpful|solved``
+  keeps only the answers members marked helpful or solved, read from the bot's
+  database (rules and reasons in `ibot.finetune.feedback_filter`; the threads it drops
+  are skipped as ``feedback_<reason>``).
 
 For character lines, a line of the target character with fewer than ``--min-context``
 (default 1) lines before it is skipped (``no_context``): a reply to nothing teaches the
@@ -54,9 +57,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ibot.finetune.runtime import progress
+
+if TYPE_CHECKING:
+    from ibot.finetune.feedback_filter import FeedbackFilter
 
 TRAIN_FILE = "train.jsonl"
 VALIDATION_FILE = "validation.jsonl"
@@ -73,6 +79,9 @@ SKIP_REASONS: dict[str, str] = {
     "unsolved": "thread without an accepted or moderator answer",
     "answer_kind": "answer of a kind not selected (--answer-kinds)",
     "empty_thread": "thread with neither a title nor a question, or an empty answer",
+    "feedback_not_marked": "the bot's answer, neither helpful nor solved (--feedback)",
+    "feedback_unknown_answer": "the bot's answer, unknown to the bot's database (--feedback)",
+    "feedback_no_buttons": "a reply that is not the bot's and not accepted (--feedback)",
 }
 
 
@@ -119,6 +128,8 @@ class PrepareStats:
     validation: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     size: dict[str, Any] = field(default_factory=dict)  # tokens, or characters and words
+    feedback: list[str] = field(default_factory=list)  # the --feedback marks, if any
+    feedback_kept: Counter[str] = field(default_factory=Counter)  # threads kept, by mark
 
     def skip(self, reason: str) -> None:
         assert reason in SKIP_REASONS, reason
@@ -127,6 +138,7 @@ class PrepareStats:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["skipped"] = dict(sorted(self.skipped.items()))
+        data["feedback_kept"] = dict(sorted(self.feedback_kept.items()))
         return data
 
 
@@ -288,10 +300,12 @@ def samples_from_threads(
     path: Path,
     *,
     answer_kinds: Iterable[str] = ("accepted", "moderator", "bot"),
+    feedback: FeedbackFilter | None = None,
     stats: PrepareStats,
     show_progress: bool = True,
 ) -> list[Sample]:
     from ibot.finetune.export_threads import EXPORT_FORMAT, EXPORT_VERSION
+    from ibot.finetune.feedback_filter import answer_ids, judge
 
     try:
         export = json.loads(path.read_text(encoding="utf-8"))
@@ -304,6 +318,7 @@ def samples_from_threads(
     kinds = set(answer_kinds)
     samples = []
     threads = export.get("threads", [])
+    marks = feedback.lookup(answer_ids(threads)) if feedback is not None else {}
     for thread in progress(threads, desc=f"reading {path.name}", enabled=show_progress):
         stats.records += 1
         answer = thread.get("answer")
@@ -313,6 +328,12 @@ def samples_from_threads(
         if answer.get("kind") not in kinds:
             stats.skip("answer_kind")
             continue
+        if feedback is not None:
+            keep, reason = judge(thread, marks, feedback.marks)
+            if not keep:
+                stats.skip(f"feedback_{reason}")
+                continue
+            stats.feedback_kept[reason] += 1
         question = "\n".join(
             part
             for part in (
@@ -420,13 +441,19 @@ def collect_samples(
     line_column: str = "line",
     conversation_column: str | None = None,
     answer_kinds: Iterable[str] = ("accepted", "moderator", "bot"),
+    feedback: FeedbackFilter | None = None,
     stats: PrepareStats | None = None,
     show_progress: bool = True,
 ) -> tuple[list[Sample], PrepareStats]:
-    """Read every input (each file is its own conversation) into samples."""
+    """Read every input (each file is its own conversation) into samples; `feedback`
+    filters the forum threads (and is refused when no input is an export)."""
     stats = stats or PrepareStats()
     if window < 1:
         raise PrepareError("the window must be at least 1 line")
+    if feedback is not None:
+        if not any((input_format or guess_format(path)) is InputFormat.THREADS for path in inputs):
+            raise PrepareError("--feedback filters forum threads: give an export-threads JSON")
+        stats.feedback = sorted(feedback.marks)
     samples: list[Sample] = []
     formats = set()
     for path in inputs:
@@ -436,7 +463,11 @@ def collect_samples(
         formats.add(kind.value)
         if kind is InputFormat.THREADS:
             samples += samples_from_threads(
-                path, answer_kinds=answer_kinds, stats=stats, show_progress=show_progress
+                path,
+                answer_kinds=answer_kinds,
+                feedback=feedback,
+                stats=stats,
+                show_progress=show_progress,
             )
             continue
         if not character:
@@ -517,6 +548,15 @@ def format_stats(stats: PrepareStats) -> str:
         lines.append(text)
     elif size:
         lines.append(f"text: {size['characters']} characters, {size['words']} words")
+    if stats.feedback:
+        kept = sum(stats.feedback_kept.values())
+        dropped = sum(n for reason, n in stats.skipped.items() if reason.startswith("feedback_"))
+        by_mark = ", ".join(f"{n} {mark}" for mark, n in sorted(stats.feedback_kept.items()))
+        lines.append(
+            f"feedback filter ({','.join(stats.feedback)}): kept {kept} thread(s)"
+            + (f" ({by_mark})" if by_mark else "")
+            + f", dropped {dropped} (reasons below, feedback_*)"
+        )
     total = sum(stats.skipped.values())
     lines.append(f"skipped: {total}")
     for reason, count in sorted(stats.skipped.items(), key=lambda item: (-item[1], item[0])):

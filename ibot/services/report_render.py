@@ -7,6 +7,14 @@ functions of their input: no database, no Discord.
 
 Costs are written with every micro-dollar (`exact_usd`, "0.007250"), as strings even in
 JSON, so that the columns add up exactly to the ledger; an unknown cost is a blank cell.
+
+The members' feedback comes after the existing columns, so that a consumer reading them
+by position keeps working: answers, 👍 and 👎, the helpful rate (👍 / (👍 + 👎)), the
+solved answers, and the cost per solved thread (ibot.services.reports says what each
+counts). A figure that has no value (a rate without votes, a cost per solved thread
+with nothing solved) is "—" in the table, a blank cell in CSV and null in JSON: never a
+division by zero, never a misleading 0. Rates are rounded half up: to 0.1 % in the
+table, to 4 decimals in CSV and JSON, beside the exact vote counts.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
 
 from ibot.db.reports import ReportRow
@@ -29,11 +38,37 @@ _TABLE_COLUMNS = (
     ("completion", "completion_tokens"),
     ("cost_usd", None),
     ("unpriced", "unknown_cost_calls"),
+    ("answers", "answers"),
+    ("helpful", None),
+    ("solved", "solved"),
+    ("usd_per_solved", None),
 )
+NONE_SHOWN = "—"  # a rate without votes, a cost per solved thread with nothing solved
+RATE_DIGITS = 4  # decimals of the helpful rate in CSV and JSON
+
+
+def rate_decimal(rate: Fraction | None, digits: int = RATE_DIGITS) -> str:
+    """2/3 -> "0.6667" (half up, integers only); None -> ""."""
+    if rate is None:
+        return ""
+    scale = 10**digits
+    units = (2 * rate.numerator * scale + rate.denominator) // (2 * rate.denominator)
+    whole, fraction = divmod(units, scale)
+    return f"{whole}.{fraction:0{digits}d}"
+
+
+def rate_percent(rate: Fraction | None, decimal_mark: str = ".") -> str:
+    """2/3 -> "66.7 %" (tenths, half up); None -> "—"."""
+    if rate is None:
+        return NONE_SHOWN
+    tenths = (2000 * rate.numerator + rate.denominator) // (2 * rate.denominator)
+    whole, tenth = divmod(tenths, 10)
+    return f"{whole}{decimal_mark}{tenth} %"
 
 
 def render_table(report: CostReport) -> str:
-    """An aligned text table, one line per group, then a TOTAL line."""
+    """An aligned text table, one line per group, then a TOTAL line; the feedback
+    columns last (helpful: the rate, usd_per_solved: the cost per solved thread)."""
     header = [str(report.group_by), *(title for title, _ in _TABLE_COLUMNS)]
     body = [_table_cells(row) for row in report.rows]
     total = _table_cells(report.totals)
@@ -67,10 +102,15 @@ def render_table(report: CostReport) -> str:
 
 def _table_cells(row: ReportRow) -> list[str]:
     cells = [row.key]
-    for _, attribute in _TABLE_COLUMNS:
-        cells.append(
-            exact_usd(row.cost_micros) if attribute is None else str(getattr(row, attribute))
-        )
+    for title, attribute in _TABLE_COLUMNS:
+        if attribute is not None:
+            cells.append(str(getattr(row, attribute)))
+        elif title == "helpful":
+            cells.append(rate_percent(row.helpful_rate).replace(" ", ""))  # one word: "66.7%"
+        elif title == "usd_per_solved":
+            cells.append(exact_usd(row.cost_per_solved_micros) or NONE_SHOWN)
+        else:
+            cells.append(exact_usd(row.cost_micros))
     return cells
 
 
@@ -83,6 +123,14 @@ REPORT_CSV_HEADER = (
     "cost_usd",
     "cost_micros",
     "unknown_cost_calls",
+    # appended, so that the columns above keep their positions
+    "answers",
+    "helpful_votes",
+    "unhelpful_votes",
+    "helpful_rate",
+    "solved",
+    "cost_per_solved_usd",
+    "cost_per_solved_micros",
 )
 
 
@@ -102,12 +150,24 @@ def render_csv(report: CostReport) -> str:
                 exact_usd(row.cost_micros),
                 row.cost_micros,
                 row.unknown_cost_calls,
+                row.answers,
+                row.helpful_votes,
+                row.unhelpful_votes,
+                rate_decimal(row.helpful_rate),
+                row.solved,
+                exact_usd(row.cost_per_solved_micros),
+                _blank_if_none(row.cost_per_solved_micros),
             ]
         )
     return buffer.getvalue()
 
 
+def _blank_if_none(value: int | None) -> int | str:
+    return "" if value is None else value
+
+
 def _row_json(row: ReportRow) -> dict[str, Any]:
+    rate, per_solved = row.helpful_rate, row.cost_per_solved_micros
     return {
         "key": row.key,
         "calls": row.calls,
@@ -117,6 +177,14 @@ def _row_json(row: ReportRow) -> dict[str, Any]:
         "cost_micros": row.cost_micros,
         "cost_usd": exact_usd(row.cost_micros),  # a string: a JSON float would round
         "unknown_cost_calls": row.unknown_cost_calls,
+        "answers": row.answers,
+        "helpful_votes": row.helpful_votes,
+        "unhelpful_votes": row.unhelpful_votes,
+        # null without votes; 4 decimals, half up (the counts above are exact)
+        "helpful_rate": None if rate is None else float(rate_decimal(rate)),
+        "solved": row.solved,
+        "cost_per_solved_micros": row.cost_per_solved_micros,  # null: nothing solved
+        "cost_per_solved_usd": None if per_solved is None else exact_usd(per_solved),
     }
 
 
