@@ -19,6 +19,7 @@ from ibot.domain import Backend, ErrorKind, Usage
 from ibot.i18n import t
 from ibot.money import format_usd
 from ibot.services.attachments import AttachmentResult, AttachmentSource
+from ibot.services.duplicates import AlreadySolved
 from ibot.services.formatting import embed_messages
 from ibot.services.knowledge import Hit
 from ibot.services.outcomes import Answered, Failed
@@ -140,10 +141,17 @@ def answered_embeds(
     outcome: Answered, *, title: str, lang: str, limit_bytes: int
 ) -> list[list[nextcord.Embed]]:
     """An answer as messages of embeds: text, notes on unread files, the solved threads
-    it quoted (as links), the cost footer."""
+    it quoted (as links), the cost footer. The short answer to a near duplicate opens
+    with the thread it repeats ("Déjà résolu ici : …"), which is then its only link."""
     notes = attachment_notes(outcome.attachments, lang, limit_bytes)
-    sources = sources_section(outcome.sources, lang)
-    text = outcome.text + "".join(f"\n\n{part}" for part in (notes, sources) if part)
+    if isinstance(outcome, AlreadySolved):
+        solved = t(
+            "knowledge.already_solved", lang, link=link(outcome.solved.title, outcome.solved.url)
+        )
+        text = f"{solved}\n\n{outcome.text}" + (f"\n\n{notes}" if notes else "")
+    else:
+        sources = sources_section(outcome.sources, lang)
+        text = outcome.text + "".join(f"\n\n{part}" for part in (notes, sources) if part)
     footer = cost_footer(
         outcome.usage,
         outcome.cost_micros,

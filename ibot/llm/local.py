@@ -5,7 +5,9 @@ Why it exists: it is the `ModelBackend` the gateway calls when the local model a
 the pieces and wires them together, and holds no logic of their own:
 
 - `ibot.llm.local_prompt`: how a conversation becomes the model's prompt (DialoGPT turns
-  or the tokenizer's chat template, cut from the OLDEST turn to fit the window);
+  or the tokenizer's chat template, cut from the OLDEST turn to fit the window; the
+  solved threads a `GroundedMessage` quotes go in front of the question only when they
+  fit beside it);
 - `ibot.llm.local_engine`: torch/transformers loading and batched generation, the only
   module that imports them, and only when the backend starts, so `ibot --help` and a bot
   without a local model never load them;

@@ -21,6 +21,10 @@ budget (`knowledge.max_source_tokens` at most) *before* the files' share, once t
 text's floor is set aside: a few hundred tokens of a thread that solved the same problem
 are worth more than the last lines of a long log, and the files still get everything
 else. The whole request still fits `max_prompt_tokens`.
+
+A post that is a near duplicate of one of those threads (`Grounding.duplicate_of`) gets a
+short answer from the cheaper model that points to it (`ibot.services.duplicates`), its
+prompt fitted the same way with that one thread in the `duplicate` template.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from ibot.services.attachments import (
     AttachmentSource,
     process_attachments,
 )
-from ibot.services.grounding import Grounding, sources_block
+from ibot.services.duplicates import answer_duplicate
+from ibot.services.grounding import Grounding, grounded_user_message, sources_block
 from ibot.services.knowledge import Hit, Source
 from ibot.services.outcomes import Answered, Failed, call_for_outcome
 from ibot.services.prompts import FeatureConfig, PromptBuilder, attachments_block
@@ -247,14 +252,62 @@ class ForumService:
         if self.grounding is not None:
             query = f"{post.title}\n{post.content}"
             found = await self.grounding.find(query, guild_id=post.guild_id)
-        user_text, files, hits = self._fit(post, processed, persona, found)
-        images = tuple(r.image for r in processed if r.image is not None)
-        request = LLMRequest(
-            messages=(
-                ChatMessage("system", persona),
-                ChatMessage("user", user_text + files, images=images),
+            duplicate = self.grounding.duplicate_of(found)
+            if duplicate is not None:
+                outcome = await self._short_answer(post, processed, persona, duplicate)
+                if outcome is not None:
+                    return outcome
+        model = self.config.model
+        fitted = self._fit(post, processed, persona, found, model=model)
+        request = self._request(post, processed, persona, found, fitted, model=model)
+        return await call_for_outcome(self.gateway, request, processed, fitted[3])
+
+    async def _short_answer(
+        self,
+        post: ForumPost,
+        processed: tuple[AttachmentResult, ...],
+        persona: str,
+        duplicate: Source,
+    ) -> ForumOutcome | None:
+        """The near duplicate's short answer (see `ibot.services.duplicates`); None: give
+        the normal answer (the thread did not fit, or the cheaper model failed)."""
+        assert self.grounding is not None
+        model = self.grounding.duplicate_model
+        fitted = self._fit(post, processed, persona, [duplicate], "duplicate", model=model)
+        if not fitted[3]:
+            return None
+        request = self._request(post, processed, persona, [duplicate], fitted, model=model)
+        request = dataclasses.replace(
+            request,
+            max_output_tokens=min(
+                self.grounding.duplicate_max_output_tokens, self.config.max_output_tokens
             ),
-            model=self.config.model,
+        )
+        return await answer_duplicate(self.gateway, request, duplicate.hit, processed)
+
+    def _request(
+        self,
+        post: ForumPost,
+        processed: Sequence[AttachmentResult],
+        persona: str,
+        found: Sequence[Source],
+        fitted: tuple[str, str, str, tuple[Hit, ...]],
+        *,
+        model: str,
+    ) -> LLMRequest:
+        text, sources, files, hits = fitted
+        user = grounded_user_message(
+            self.prompts,
+            text=text,
+            sources_text=sources,
+            files=files,
+            images=tuple(r.image for r in processed if r.image is not None),
+            sources=found,
+            hits=hits,
+        )
+        return LLMRequest(
+            messages=(ChatMessage("system", persona), user),
+            model=model,
             max_output_tokens=self.config.max_output_tokens,
             context=CallContext(
                 feature=Feature.AUTO_REPLY,
@@ -265,7 +318,6 @@ class ForumService:
             ),
             temperature=self.config.temperature,
         )
-        return await call_for_outcome(self.gateway, request, processed, hits)
 
     def _fit(
         self,
@@ -273,9 +325,12 @@ class ForumService:
         processed: Sequence[AttachmentResult],
         persona: str,
         found: Sequence[Source] = (),
-    ) -> tuple[str, str, tuple[Hit, ...]]:
-        """The user message's text (with the sources) and files block, cut to fit
-        `max_prompt_tokens`, and the hits quoted as sources.
+        template: str = "sources",
+        *,
+        model: str,
+    ) -> tuple[str, str, str, tuple[Hit, ...]]:
+        """The user message's text, its sources block (in `template`) and its files
+        block, cut to fit `max_prompt_tokens` as `model` counts, and the hits quoted.
 
         The sources get at most `max_source_tokens` of what the fixed part (persona,
         template, title, tags, the files' headers and fences) and the post text's floor
@@ -286,7 +341,7 @@ class ForumService:
         parts, so the result is re-counted and the files give back whatever the text's
         floor lacks.
         """
-        model, limit = self.config.model, self.config.max_prompt_tokens
+        limit = self.config.max_prompt_tokens
 
         def render(content: str) -> str:
             return self.prompts.render(
@@ -321,7 +376,9 @@ class ForumService:
         hits: tuple[Hit, ...] = ()
         if found and self.grounding is not None:
             room = min(self.grounding.max_source_tokens, limit - count("", headers) - floor)
-            sources, hits = sources_block(self.prompts, found, max(0, room), model)
+            sources, hits = sources_block(
+                self.prompts, found, max(0, room), model, template=template
+            )
         budget = max(0, limit - count("", headers) - floor)
         while True:
             files = attachments_block(_with_bodies(processed, share_budget(sizes, budget), model))
@@ -337,4 +394,4 @@ class ForumService:
         if count(content, files) > limit and sources:
             sources, hits = "", ()
             content = fit_content(files)
-        return render(content) + sources, files, hits
+        return render(content), sources, files, hits
