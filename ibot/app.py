@@ -17,6 +17,7 @@ from ibot.config import Settings
 from ibot.db.budgets import BudgetStore
 from ibot.db.engine import create_engine, make_sessionmaker
 from ibot.db.feedback import FeedbackStore
+from ibot.db.knowledge_sync import SyncStateStore
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
 from ibot.db.threads import ThreadStore
@@ -35,10 +36,13 @@ from ibot.services.budgets import BudgetManager
 from ibot.services.chat import ChatService
 from ibot.services.feedback import FeedbackService
 from ibot.services.forum import ForumService
-from ibot.services.grounding import Grounding
+from ibot.services.grounding import DEFAULT_DUPLICATE_MODEL, Grounding
 from ibot.services.knowledge import KnowledgeBase
+from ibot.services.knowledge_sync import KnowledgeSync
 from ibot.services.permissions import RolePolicy
 from ibot.services.prompts import FeatureConfig, PromptBuilder
+from ibot.services.retriever import Retriever
+from ibot.services.semantic import HybridKnowledgeBase, build_retriever, embedding_config
 from ibot.services.similar import SimilarService
 from ibot.services.solved import SolvedService
 from ibot.services.summary import SummaryService
@@ -59,7 +63,8 @@ class Services:
     pacer: Pacer
     local: LocalBackend | None = None
     # The solved threads' knowledge base, when settings knowledge.enabled; else None.
-    knowledge: KnowledgeBase | None = None
+    # Lexical, or hybrid with knowledge.embeddings on and an OpenAI key (retriever.py).
+    knowledge: Retriever | None = None
     # Answers being produced: a graceful stop waits for them (see ibot/inflight.py).
     in_flight: InFlight = field(default_factory=InFlight)
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
@@ -87,12 +92,22 @@ class Services:
             text_extensions=frozenset(ext.lower() for ext in att.text_extensions),
         )
 
-    def grounding(self) -> Grounding | None:
-        """How answers quote similar solved threads; None when the knowledge base is off."""
+    def grounding(self, feature: Feature) -> Grounding | None:
+        """How answers quote similar solved threads, and answer near duplicates of one
+        (with knowledge.duplicate_model, else the feature's cheaper model); None when the
+        knowledge base is off."""
         if self.knowledge is None:
             return None
         kb = self.settings.knowledge
-        return Grounding(self.knowledge, k=kb.k, max_source_tokens=kb.max_source_tokens)
+        cheaper = self.settings.feature(feature).cheaper_model
+        return Grounding(
+            self.knowledge,
+            k=kb.k,
+            max_source_tokens=kb.max_source_tokens,
+            duplicate_threshold=kb.duplicate_threshold,
+            duplicate_model=kb.duplicate_model or cheaper or DEFAULT_DUPLICATE_MODEL,
+            duplicate_max_output_tokens=kb.duplicate_max_output_tokens,
+        )
 
     def ask_service(self) -> AskService:
         return AskService(
@@ -100,7 +115,7 @@ class Services:
             self.prompts,
             self.feature_config(Feature.ASK),
             self.attachment_limits(Feature.ASK),
-            grounding=self.grounding(),
+            grounding=self.grounding(Feature.ASK),
         )
 
     def similar_service(self) -> SimilarService:
@@ -115,7 +130,7 @@ class Services:
             no_bot_tags=self.settings.discord.no_bot_tags,
             attachment_limits=self.attachment_limits(Feature.AUTO_REPLY),
             catch_up_hours=self.settings.discord.catch_up_hours,
-            grounding=self.grounding(),
+            grounding=self.grounding(Feature.AUTO_REPLY),
         )
 
     def chat_service(self) -> ChatService:
@@ -133,6 +148,18 @@ class Services:
     def solved_service(self) -> SolvedService:
         return SolvedService(self.feedback_service(), self.knowledge, self.role_policy())
 
+    def knowledge_sync(self) -> KnowledgeSync | None:
+        """The forums' backfill into the knowledge base; None when it is off."""
+        if self.knowledge is None:
+            return None
+        return KnowledgeSync(
+            self.knowledge,
+            SyncStateStore(self.sessionmaker),
+            self.solved_service(),
+            self.sessionmaker,
+            solved_tags=self.settings.knowledge.solved_tags,
+        )
+
     def role_policy(self) -> RolePolicy:
         roles = self.settings.roles
         return RolePolicy(
@@ -144,6 +171,8 @@ class Services:
     async def aclose(self) -> None:
         await self.budgets.drain(timeout_s=5)
         await self.pacer.aclose()
+        if isinstance(self.knowledge, HybridKnowledgeBase):
+            await self.knowledge.drain(timeout_s=5)  # embeddings still being made
         if self.local is not None:
             await self.local.aclose()
         if self.openai is not None:
@@ -169,6 +198,8 @@ def degrade_models(settings: Settings) -> dict[Feature, list[str]]:
     """Per feature, the cheaper model a budget falls back to (features.X.cheaper_model)."""
     degrade: dict[Feature, list[str]] = {}
     for feature in Feature:
+        if feature is Feature.KB_EMBED:  # embeddings: no chat model, no [features] section
+            continue
         section = settings.feature(feature)
         if section.cheaper_model and section.cheaper_model != section.model:
             degrade[feature] = [section.cheaper_model]
@@ -224,7 +255,12 @@ async def build_services(settings: Settings, *, migrate: bool = True) -> Service
         pacer=pacer,
         local=local,
         knowledge=(
-            KnowledgeBase(sessionmaker, min_score=settings.knowledge.min_score)
+            build_retriever(
+                KnowledgeBase(sessionmaker, min_score=settings.knowledge.min_score),
+                sessionmaker,
+                gateway,
+                embedding_config(settings.knowledge.embeddings),
+            )
             if settings.knowledge.enabled
             else None
         ),

@@ -457,20 +457,41 @@ class HealthSettings(Section):
     port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port
 
 
+class EmbeddingsSettings(Section):
+    """Semantic retrieval for the knowledge base (ibot/services/semantic.py): used when
+    enabled, the knowledge base on, and an OpenAI key configured; else lexical only."""
+
+    enabled: bool = False
+    model: str = Field(default="text-embedding-3-small", min_length=1)
+    # Shortened vectors (text-embedding-3 models): smaller index, little quality lost.
+    dimensions: int = Field(default=256, ge=1, le=3072)
+    # A backfill call embeds at most this many threads and input tokens.
+    batch_size: int = Field(default=100, ge=1, le=2048)
+    batch_tokens: int = Field(default=8000, ge=1, le=300_000)
+    # A hit below knowledge.min_score is still shown when its cosine similarity reaches
+    # this (semantic.py says how the default was chosen).
+    min_similarity: float = Field(default=0.5, gt=0, le=1)
+
+
 class KnowledgeSettings(Section):
     """The knowledge base of solved threads (ibot/services/knowledge.py)."""
 
     enabled: bool = False
     # Hits scoring below this (the idf-weighted share of the query found) are not shown.
-    min_score: float = Field(default=0.3, ge=0, le=1)
+    min_score: float = Field(default=0.35, ge=0, le=1)
     k: int = Field(default=3, ge=1, le=10)  # solved threads shown per answer
     # At most this many prompt tokens of quoted solved threads (/ask-gpt, forum answers).
     max_source_tokens: int = Field(default=1500, ge=0, le=100_000)
     # Forum tags that mark a thread as solved.
     solved_tags: StrList = ["Résolu", "Solved"]
     close_solved: bool = False  # close (archive) a forum thread once it is solved
+    embeddings: EmbeddingsSettings = Field(default_factory=EmbeddingsSettings)
     # A new post scoring this high against a solved thread is reported as a duplicate.
     duplicate_threshold: float = Field(default=0.8, gt=0, le=1)
+    # The model of a duplicate's short answer; empty: the feature's cheaper_model, or
+    # gpt-4o-mini when it has none.
+    duplicate_model: OptionalModelName = None
+    duplicate_max_output_tokens: PositiveInt = 300  # a duplicate's answer: a few lines
 
     @model_validator(mode="after")
     def _duplicates_are_hits(self) -> KnowledgeSettings:

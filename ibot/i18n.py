@@ -102,6 +102,7 @@ _FR: dict[str, Entry] = {
         "Raccourcis-la ou découpe-la en plusieurs questions."
     ),
     "knowledge.sources_heading": "Discussions résolues similaires",
+    "knowledge.already_solved": "✅ **Déjà résolu ici :** {link}",
     "similar.heading": "🔎 Discussions résolues similaires à « {query} » :",
     "similar.line": "{number}. {link} — score {score}",
     "similar.none": (
@@ -165,6 +166,16 @@ _FR: dict[str, Entry] = {
         "{rank}. {name} : **{cost} USD** · appels : {calls} · tokens : {tokens}"
     ),
     "cost_report.more": "… et {count} autre(s)",
+    "cost_report.top_feedback": (
+        "↳ réponses : {answers} · utiles : {helpful} · résolues : {solved}"
+        " · par fil résolu : {per_solved}"
+    ),
+    "cost_report.feedback": "Avis des membres",
+    "cost_report.feedback_value": (
+        "**{answers}** réponse(s) · utiles : **{helpful}** ({up} 👍 / {down} 👎)\n"
+        "résolues : **{solved}** · coût par fil résolu : **{per_solved}**"
+    ),
+    "cost_report.feedback_none": "Aucune réponse avec les boutons 👍 / 👎 sur cette période.",
     "cost_report.no_calls": "Aucun appel sur cette période.",
     "cost_report.none_key": "(aucun)",
     "cost_report.unpriced": "{count} appel(s) sans prix connu : leur coût n'est pas compté.",
@@ -265,6 +276,7 @@ _EN: dict[str, Entry] = {
         "Shorten it or split it into several questions."
     ),
     "knowledge.sources_heading": "Similar solved threads",
+    "knowledge.already_solved": "✅ **Already solved here:** {link}",
     "similar.heading": "🔎 Solved threads similar to “{query}”:",
     "similar.line": "{number}. {link} — score {score}",
     "similar.none": (
@@ -323,6 +335,16 @@ _EN: dict[str, Entry] = {
     "cost_report.top_title": "Top by {grouping}",
     "cost_report.top_line": "{rank}. {name}: **{cost} USD** · calls: {calls} · tokens: {tokens}",
     "cost_report.more": "… and {count} more",
+    "cost_report.top_feedback": (
+        "↳ answers: {answers} · helpful: {helpful} · solved: {solved}"
+        " · per solved thread: {per_solved}"
+    ),
+    "cost_report.feedback": "Members' feedback",
+    "cost_report.feedback_value": (
+        "**{answers}** answer(s) · helpful: **{helpful}** ({up} 👍 / {down} 👎)\n"
+        "solved: **{solved}** · cost per solved thread: **{per_solved}**"
+    ),
+    "cost_report.feedback_none": "No answers with the 👍 / 👎 buttons in this period.",
     "cost_report.no_calls": "No calls in this period.",
     "cost_report.none_key": "(none)",
     "cost_report.unpriced": "{count} call(s) with no known price: their cost is not counted.",
@@ -417,6 +439,8 @@ PROMPT_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "summary_combine": (frozenset({"transcript"}), frozenset({"channel", "transcript"})),
     "chat": (frozenset(), frozenset()),
     "sources": (frozenset({"sources"}), frozenset({"sources"})),
+    "duplicate": (frozenset({"sources"}), frozenset({"sources"})),
+    "local_sources": (frozenset(), frozenset()),
 }
 
 

@@ -1,4 +1,4 @@
-"""`ibot kb …`: the knowledge base of solved threads (import, stats, search).
+"""`ibot kb …`: the knowledge base of solved threads (import, sync, stats, search).
 
 Registered by ibot/cli.py as ``app.add_typer(kb_app, name="kb")``. Like the rest of the
 CLI, the database and the services are imported inside the commands, so `ibot --help`
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -21,10 +21,13 @@ from ibot.cli_options import ConfigOption
 
 if TYPE_CHECKING:
     from ibot.config import Settings
-    from ibot.services.knowledge import Hit, KnowledgeBase, KnowledgeStats
+    from ibot.services.knowledge import Hit, KnowledgeStats, SolvedThread
+    from ibot.services.retriever import Retriever
+    from ibot.services.semantic import EmbeddingReport
 
 kb_app = typer.Typer(
-    help="The knowledge base of solved forum threads (lexical search).", no_args_is_help=True
+    help="The knowledge base of solved forum threads (lexical search, hybrid with embeddings).",
+    no_args_is_help=True,
 )
 
 
@@ -45,23 +48,78 @@ def _settings(config: Path | None) -> Settings:
 
 
 def _with_kb[T](
-    settings: Settings, work: Callable[[KnowledgeBase], Awaitable[T]], *, min_score: float
+    settings: Settings, work: Callable[[Retriever], Awaitable[T]], *, min_score: float
 ) -> T:
-    """Run `work` on the knowledge base of the configured database (upgraded first)."""
+    """Run `work` on the knowledge base of the configured database (upgraded first):
+    hybrid when knowledge.embeddings is on and an OpenAI key is set (its embedding calls
+    go through a gateway with the ledger, the prices and the budgets), else lexical."""
 
     async def go() -> T:
+        from ibot.app import build_openai
+        from ibot.db.budgets import BudgetStore
         from ibot.db.engine import create_engine, make_sessionmaker
+        from ibot.db.ledger import Ledger
         from ibot.db.migrate import upgrade
+        from ibot.llm.gateway import ModelGateway
+        from ibot.pricing import PriceTable
+        from ibot.services.budgets import BudgetManager
         from ibot.services.knowledge import KnowledgeBase
+        from ibot.services.semantic import HybridKnowledgeBase, build_retriever, embedding_config
 
         await upgrade(settings.database_url)
         engine = create_engine(settings.database_url)
+        sessionmaker = make_sessionmaker(engine)
+        config = embedding_config(settings.knowledge.embeddings)
+        openai = build_openai(settings) if config is not None else None
+        ledger = Ledger(sessionmaker)
+        budgets = BudgetManager(
+            ledger=ledger, store=BudgetStore(sessionmaker), settings=settings.budgets
+        )
+        gateway = ModelGateway(
+            ledger=ledger,
+            prices=PriceTable.load(settings.prices_file),
+            openai=openai,
+            budget=budgets,
+        )
+        kb = build_retriever(
+            KnowledgeBase(sessionmaker, min_score=min_score), sessionmaker, gateway, config
+        )
         try:
-            return await work(KnowledgeBase(make_sessionmaker(engine), min_score=min_score))
+            return await work(kb)
         finally:
+            if isinstance(kb, HybridKnowledgeBase):
+                await kb.drain()
+            await budgets.drain(timeout_s=5)
+            if openai is not None:
+                await openai.aclose()
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+async def _index(kb: Retriever, threads: Sequence[SolvedThread]) -> tuple[int, str]:
+    """Store (and, with embeddings on, embed) `threads`: rows changed, and a line on
+    the embeddings ("" without them)."""
+    from ibot.services.semantic import HybridKnowledgeBase
+
+    if not isinstance(kb, HybridKnowledgeBase):
+        return await kb.upsert(threads), ""
+    indexed = await kb.index(threads)
+    return indexed.changed, "embeddings: " + render_embedding(indexed.embedding)
+
+
+def render_embedding(report: EmbeddingReport) -> str:
+    """One line on what a (back)fill of embeddings did and cost."""
+    from ibot.money import format_usd
+
+    line = (
+        f"{report.embedded} threads embedded in {report.calls} "
+        f"call{'' if report.calls == 1 else 's'}, {report.tokens} tokens, "
+        f"{format_usd(report.cost_micros, digits=6)} USD; {report.up_to_date} already up to date"
+    )
+    if report.failed:
+        line += f"; {report.failed} not embedded ({'; '.join(report.problems)})"
+    return line
 
 
 @kb_app.command("import")
@@ -81,8 +139,8 @@ def kb_import(
     except ExportFormatError as err:
         _fail(str(err))
     threads = contents.threads
-    changed = _with_kb(
-        settings, lambda kb: kb.upsert(threads), min_score=settings.knowledge.min_score
+    changed, embedded = _with_kb(
+        settings, lambda kb: _index(kb, threads), min_score=settings.knowledge.min_score
     )
     skipped = []
     if contents.unsolved:
@@ -94,6 +152,32 @@ def kb_import(
         f"{len(threads) - changed} already indexed"
         + (f"; skipped {', '.join(skipped)}" if skipped else "")
     )
+    if embedded:
+        typer.echo(embedded)
+
+
+@kb_app.command("embed")
+def kb_embed(
+    guild: Annotated[int | None, typer.Option(help="Only this guild's threads.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Embed every stored thread that lacks an up-to-date vector (after turning
+    knowledge.embeddings on, or changing its model or dimensions): batched calls, each
+    a ledger row of feature kb_embed."""
+    from ibot.services.semantic import HybridKnowledgeBase
+
+    settings = _settings(config)
+    if not settings.knowledge.embeddings.enabled or settings.openai_api_key is None:
+        _fail("embeddings are off: set knowledge.embeddings.enabled = true and OPENAI_API_KEY")
+
+    async def backfill(kb: Retriever) -> str:
+        if not isinstance(kb, HybridKnowledgeBase):
+            return "embeddings are off"
+        if not await kb.vectors.available():
+            return f"no vector index: {kb.vectors.problem}; the search stays lexical"
+        return render_embedding(await kb.backfill(guild))
+
+    typer.echo(_with_kb(settings, backfill, min_score=settings.knowledge.min_score))
 
 
 @kb_app.command("stats")
@@ -149,6 +233,53 @@ def kb_search(
         typer.echo(f"no solved thread scores {threshold:.2f} or more for this query")
     else:
         typer.echo(render_hits(hits))
+
+
+@kb_app.command("sync")
+def kb_sync(
+    guild: Annotated[
+        int | None, typer.Option(help="Only this guild's forums (default: every guild's).")
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="List every archived page again (finds archived threads deleted meanwhile).",
+        ),
+    ] = False,
+    output: Annotated[KbFormat, typer.Option("--format")] = KbFormat.table,
+    config: ConfigOption = None,
+) -> None:
+    """Index the solved threads of the configured forums (discord.forum_channel_ids),
+    active and archived, reading only what changed since the last sync; a deleted
+    thread leaves the knowledge base. An interrupted sync goes on where it stopped."""
+    import nextcord
+
+    from ibot.forum_reader import ForumReadError
+    from ibot.kb_sync import (
+        SyncSetupError,
+        check_settings,
+        render_json,
+        render_table,
+        sync_knowledge,
+    )
+
+    settings = _settings(config)
+    try:
+        check_settings(settings)
+        outcome = asyncio.run(sync_knowledge(settings, guild_id=guild, full=full))
+    except SyncSetupError as err:
+        _fail(str(err))
+    except nextcord.LoginFailure:
+        _fail("Discord refused the bot token (BOT_TOKEN)")
+    except (ForumReadError, nextcord.HTTPException, OSError, TimeoutError) as err:
+        typer.echo(
+            f"error: the sync stopped ({' '.join(str(err).split())}); what it stored is "
+            "kept: run it again to go on",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(render_json(outcome) if output is KbFormat.json else render_table(outcome))
 
 
 def render_hits(hits: list[Hit]) -> str:

@@ -1,14 +1,17 @@
-"""`/similar`: the guild's solved threads like a query, found without any model call.
+"""`/similar`: the guild's solved threads like a query, found without any chat model.
 
 Discord-free: the cog passes the query and the guild, and renders the typed outcome.
+With embeddings on (knowledge.embeddings), the search embeds the query: one small
+`kb_embed` call, in the ledger like any other; lexically, no call at all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ibot.services.knowledge import Hit, KnowledgeBase
+from ibot.services.knowledge import Hit
 from ibot.services.lexical import query_terms
+from ibot.services.retriever import Retriever
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +38,7 @@ SimilarOutcome = SimilarFound | NothingSimilar | KnowledgeOff | BadQuery
 
 
 class SimilarService:
-    def __init__(self, knowledge: KnowledgeBase | None, *, k: int = 3) -> None:
+    def __init__(self, knowledge: Retriever | None, *, k: int = 3) -> None:
         self.knowledge = knowledge
         self.k = k
 

@@ -19,8 +19,9 @@ from datetime import datetime
 from ibot.db.feedback import StoredAnswer
 from ibot.domain import utcnow
 from ibot.services.feedback import FeedbackService
-from ibot.services.knowledge import KnowledgeBase, SolvedThread
+from ibot.services.knowledge import SolvedThread
 from ibot.services.permissions import MemberFacts, RolePolicy
+from ibot.services.retriever import Retriever
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,7 @@ def close_thread(
 
 class SolvedService:
     def __init__(
-        self, feedback: FeedbackService, knowledge: KnowledgeBase | None, policy: RolePolicy
+        self, feedback: FeedbackService, knowledge: Retriever | None, policy: RolePolicy
     ) -> None:
         self.feedback = feedback
         self.store = feedback.store
