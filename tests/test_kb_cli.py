@@ -166,7 +166,9 @@ async def test_import_then_stats_then_search(env, tmp_path):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert str(THREADS[4].id) not in {h["thread_id"] for h in hits}  # the other server's
 
-    code, out, err = await run_kb("search", "pip install requests ne marche pas", "--k", "1", env=env)
+    code, out, err = await run_kb(
+        "search", "pip install requests ne marche pas", "--k", "1", env=env
+    )
     assert code == 0, err
     assert "ModuleNotFoundError: No module named 'requests'" in out
     assert f"https://discord.com/channels/{GUILD}/{THREADS[1].id}" in out
