@@ -397,23 +397,36 @@ class ModelGateway:
                 note = "fallback to the local model: no OpenAI key is configured"
             return _Plan(backend, sent, estimate, reservation, note)
         assert blocked is not None
+        backend_name = self.openai.name if self.openai is not None else Backend.LOCAL
+        raise await self._refused(request, backend_name, blocked, started) from blocked
+
+    async def _refused(
+        self,
+        books: LLMRequest,
+        backend_name: Backend | None,
+        blocked: BudgetExceeded,
+        started: float,
+        note: str | None = None,
+    ) -> LLMCallError:
+        """Write the refused row of a call a spent budget stopped; the error to raise.
+        `note`: what the row's error text starts with (an embedding's purpose)."""
         resets = blocked.resets_at.isoformat() if blocked.resets_at else "unknown"
         message = f"budget {blocked.budget} is spent until {resets}"
         ledger_id = await self.accounts.failed(
-            request,
-            self.openai.name if self.openai is not None else Backend.LOCAL,
+            books,
+            backend_name,
             ErrorKind.BUDGET,
-            message,
+            f"{note}: {message}" if note else message,
             started,
             status=CallStatus.REFUSED,
         )
-        raise LLMCallError(
+        return LLMCallError(
             ErrorKind.BUDGET,
             message,
             ledger_id=ledger_id,
             budget=blocked.budget,
             resets_at=blocked.resets_at,
-        ) from blocked
+        )
 
     def _cost(self, backend: ModelBackend, response: BackendResponse) -> int | None:
         """The backend's own price when it gives one (the local model), else the price
@@ -537,22 +550,8 @@ class ModelGateway:
         try:
             reservation = await self.budget.reserve(request.context, request.model, worst)
         except BudgetExceeded as blocked:
-            resets = blocked.resets_at.isoformat() if blocked.resets_at else "unknown"
-            message = f"budget {blocked.budget} is spent until {resets}"
-            ledger_id = await self.accounts.failed(
-                books,
-                backend.name,
-                ErrorKind.BUDGET,
-                f"{request.note}: {message}",
-                started,
-                status=CallStatus.REFUSED,
-            )
-            raise LLMCallError(
-                ErrorKind.BUDGET,
-                message,
-                ledger_id=ledger_id,
-                budget=blocked.budget,
-                resets_at=blocked.resets_at,
+            raise await self._refused(
+                books, backend.name, blocked, started, note=request.note
             ) from blocked
         sent = replace(request, call_id=uuid.uuid4().hex)
         sent_books = replace(books, call_id=sent.call_id)
