@@ -205,6 +205,9 @@ _FR: dict[str, Entry] = {
     "attachment.truncated": "« {name} » était trop long : je n'en ai lu que le début.",
     "attachment.download_failed": "Je n'ai pas réussi à télécharger « {name} ».",
     "attachment.empty": "« {name} » est vide, je n'ai rien pu en lire.",
+    "attachment.binary": (
+        "Je n'ai pas lu « {name} » : il ressemble à un fichier binaire, pas à du texte."
+    ),
 }
 
 _EN: dict[str, Entry] = {
@@ -371,6 +374,7 @@ _EN: dict[str, Entry] = {
     "attachment.truncated": "“{name}” was too long: I only read its beginning.",
     "attachment.download_failed": "I couldn't download “{name}”.",
     "attachment.empty": "“{name}” is empty, there was nothing to read.",
+    "attachment.binary": "I didn't read “{name}”: it looks like a binary file, not text.",
 }
 
 CATALOGUE: dict[str, dict[str, Entry]] = {"fr": _FR, "en": _EN}

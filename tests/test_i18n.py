@@ -50,6 +50,7 @@ USED_KEYS = {
             "download_failed",
             "empty",
             "image_too_large",
+            "binary",
         )
     },
 }

@@ -14,7 +14,11 @@ Inputs:
   the tutorials' Kaggle scripts. Each line spoken by ``--character`` becomes a sample
   whose context is the ``--window`` (default 7) lines before it, whoever said them.
   With ``--conversation-column`` (an episode or scene column), the context never
-  reaches back across a change of its value.
+  reaches back across a change of its value. A row with more fields than the header
+  (a line with unquoted commas, as spreadsheets rarely write them) keeps its whole
+  text when the line column is the last one: the extra fields are joined back with
+  their commas (counted, with their line numbers); otherwise the row is skipped
+  (``extra_columns``, with its line number), never silently cut.
 - **Transcript** (``--format transcript``): ``Name: line`` text. Rules:
 
   * a blank line is skipped (reason ``blank``);
@@ -41,6 +45,9 @@ For character lines, a line of the target character with fewer than ``--min-cont
 (default 1) lines before it is skipped (``no_context``): a reply to nothing teaches the
 model to talk out of the blue. The target character is matched case-insensitively.
 
+Every input is decoded the way the bot reads attachments (`ibot.text_decoding`): UTF-8,
+UTF-16 with or without a BOM, Latin-1/cp1252; a binary file is refused naming it.
+
 The split is deterministic: the sample indices are shuffled with ``--seed`` and the first
 ``round(n × --val-fraction)`` (at least one when there are two samples or more) go to
 validation; both files keep the input order.
@@ -49,6 +56,7 @@ validation; both files keep the input order.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -60,6 +68,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ibot.finetune.runtime import progress
+from ibot.text_decoding import NotText, decode_bytes
 
 if TYPE_CHECKING:
     from ibot.finetune.feedback_filter import FeedbackFilter
@@ -69,6 +78,8 @@ VALIDATION_FILE = "validation.jsonl"
 STATS_FILE = "stats.json"
 
 DEFAULT_WINDOW = 7
+MAX_PLACES = 20  # "file:line" kept per kind of row worth looking at (stats.json stays small)
+_EXTRA_FIELDS = "\x00extra"  # DictReader's key for the fields beyond the header
 
 SKIP_REASONS: dict[str, str] = {
     "blank": "blank line",
@@ -76,6 +87,8 @@ SKIP_REASONS: dict[str, str] = {
     "no_speaker": "no 'Name:' and no spoken line just before to continue",
     "empty_line": "nothing left to say (empty, or only stage directions)",
     "no_context": "target character's line with too few lines before it (--min-context)",
+    "extra_columns": "CSV row with more fields than the header and the line column not "
+    "last: quote its text",
     "unsolved": "thread without an accepted or moderator answer",
     "answer_kind": "answer of a kind not selected (--answer-kinds)",
     "empty_thread": "thread with neither a title nor a question, or an empty answer",
@@ -122,6 +135,7 @@ class PrepareStats:
     records: int = 0  # lines (transcripts), rows (CSV) or threads read
     target_lines: int = 0  # lines spoken by the target character
     continuations: int = 0  # transcript lines appended to the line before
+    joined_fields: int = 0  # CSV rows whose unquoted commas were joined back into the line
     directions_removed: int = 0  # inline stage directions taken out of lines
     samples: int = 0
     train: int = 0
@@ -130,16 +144,36 @@ class PrepareStats:
     size: dict[str, Any] = field(default_factory=dict)  # tokens, or characters and words
     feedback: list[str] = field(default_factory=list)  # the --feedback marks, if any
     feedback_kept: Counter[str] = field(default_factory=Counter)  # threads kept, by mark
+    # "file:line" of the rows to look at, by skip reason or "joined_fields" (first few)
+    places: dict[str, list[str]] = field(default_factory=dict)
 
-    def skip(self, reason: str) -> None:
+    def skip(self, reason: str, place: str | None = None) -> None:
         assert reason in SKIP_REASONS, reason
         self.skipped[reason] += 1
+        if place is not None:
+            self.note(reason, place)
+
+    def note(self, kind: str, place: str) -> None:
+        """Remember where a row worth a look is, so the summary can point at it."""
+        kept = self.places.setdefault(kind, [])
+        if len(kept) < MAX_PLACES:
+            kept.append(place)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["skipped"] = dict(sorted(self.skipped.items()))
         data["feedback_kept"] = dict(sorted(self.feedback_kept.items()))
         return data
+
+
+def read_text(path: Path) -> str:
+    """A whole input file as text, whatever its encoding, or one line naming the file."""
+    try:
+        return decode_bytes(path.read_bytes())
+    except NotText as err:
+        raise PrepareError(
+            f"{path}: {err}; give a CSV, a transcript or a JSON export saved as text"
+        ) from None
 
 
 # ---- character lines -------------------------------------------------------------------
@@ -232,7 +266,7 @@ def samples_from_transcript(
     stats: PrepareStats,
     show_progress: bool = True,
 ) -> list[Sample]:
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path).splitlines()
     scenes = parse_transcript(
         progress(lines, desc=f"reading {path.name}", enabled=show_progress, unit="line"), stats
     )
@@ -256,25 +290,37 @@ def samples_from_csv(
     stats: PrepareStats,
     show_progress: bool = True,
 ) -> list[Sample]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        wanted = [
-            character_column,
-            line_column,
-            *([conversation_column] if conversation_column else []),
-        ]
-        missing = [c for c in wanted if c not in columns]
-        if missing:
-            raise PrepareError(
-                f"{path}: no column {', '.join(map(repr, missing))} "
-                f"(columns: {', '.join(columns) or 'none'})"
-            )
-        rows = list(reader)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), restkey=_EXTRA_FIELDS)
+    columns = list(reader.fieldnames or [])
+    wanted = [
+        character_column,
+        line_column,
+        *([conversation_column] if conversation_column else []),
+    ]
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise PrepareError(
+            f"{path}: no column {', '.join(map(repr, missing))} "
+            f"(columns: {', '.join(columns) or 'none'})"
+        )
+    # Fields beyond the header can only be the rest of the line when it is the last column.
+    line_is_last = columns[-1] == line_column
+    rows = [(reader.line_num, row) for row in reader]
     conversations: list[list[tuple[str, str]]] = [[]]
     current: str | None = None
-    for row in progress(rows, desc=f"reading {path.name}", enabled=show_progress, unit="row"):
+    for number, row in progress(
+        rows, desc=f"reading {path.name}", enabled=show_progress, unit="row"
+    ):
         stats.records += 1
+        extra = row.pop(_EXTRA_FIELDS, None)
+        if isinstance(extra, list) and extra:
+            place = f"{path.name}:{number}"
+            if not line_is_last:
+                stats.skip("extra_columns", place)
+                continue
+            row[line_column] = ",".join([row.get(line_column) or "", *extra])
+            stats.joined_fields += 1
+            stats.note("joined_fields", place)
         if conversation_column:
             key = (row.get(conversation_column) or "").strip()
             if key != current and conversations[-1]:
@@ -308,7 +354,7 @@ def samples_from_threads(
     from ibot.finetune.feedback_filter import answer_ids, judge
 
     try:
-        export = json.loads(path.read_text(encoding="utf-8"))
+        export = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise PrepareError(f"{path}: not JSON ({err})") from None
     if not isinstance(export, dict) or export.get("format") != EXPORT_FORMAT:
@@ -535,6 +581,11 @@ def format_stats(stats: PrepareStats) -> str:
         lines.append(f"target character's lines: {stats.target_lines}")
     if stats.continuations:
         lines.append(f"continuation lines appended to the line before: {stats.continuations}")
+    if stats.joined_fields:
+        lines.append(
+            f"CSV rows with unquoted commas, joined back into the line: {stats.joined_fields}"
+            f" ({_places(stats, 'joined_fields')})"
+        )
     if stats.directions_removed:
         lines.append(f"inline stage directions removed: {stats.directions_removed}")
     size = stats.size
@@ -560,5 +611,13 @@ def format_stats(stats: PrepareStats) -> str:
     total = sum(stats.skipped.values())
     lines.append(f"skipped: {total}")
     for reason, count in sorted(stats.skipped.items(), key=lambda item: (-item[1], item[0])):
-        lines.append(f"  {count:>6}  {reason}: {SKIP_REASONS[reason]}")
+        where = f" ({_places(stats, reason)})" if reason in stats.places else ""
+        lines.append(f"  {count:>6}  {reason}: {SKIP_REASONS[reason]}{where}")
     return "\n".join(lines)
+
+
+def _places(stats: PrepareStats, kind: str, shown: int = 5) -> str:
+    """`rick.csv:3, rick.csv:9, …`: where to look, without flooding the terminal."""
+    places = stats.places.get(kind, [])
+    text = ", ".join(places[:shown])
+    return f"{text}, …" if len(places) > shown else text

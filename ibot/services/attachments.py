@@ -7,13 +7,14 @@ waits on it.
 
 Images are checked and shrunk before they cost anything: a decompression-bomb guard,
 the first frame of an animation, EXIF orientation applied, and the size bounded so
-that the tile count (and therefore the price) stays within the configured limit.
+that the tile count (and therefore the price) stays within the configured limit. A "text"
+file whose bytes are binary (a gzip or a PNG renamed `.log`) is named as not read
+rather than decoded into garbage (`ibot.text_decoding`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import io
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ibot.domain import Detail, ImageInput
 from ibot.pricing import fit_image
+from ibot.text_decoding import NotText, decode_bytes
 
 log = structlog.get_logger("ibot.attachments")
 
@@ -64,7 +66,7 @@ class AttachmentResult:
     kind: AttachmentKind
     image: ImageInput | None = None
     text: str | None = None
-    problem: str | None = None  # attachment.not_read / too_big / bad_image / truncated
+    problem: str | None = None  # attachment.not_read / too_big / bad_image / binary / truncated…
 
     @property
     def used(self) -> bool:
@@ -138,7 +140,12 @@ async def process_one(
         except AttachmentError as err:
             return _skipped(source, err.problem)
         return AttachmentResult(source.filename, AttachmentKind.IMAGE, image=image)
-    text, truncated = decode_text(data, limits.max_text_chars)
+    try:
+        # A 10 MB log takes tens of milliseconds to decode: not on the event loop.
+        text, truncated = await asyncio.to_thread(decode_text, data, limits.max_text_chars)
+    except NotText as err:
+        log.info("attachment_binary", name=source.filename, looks_like=err.reason)
+        return _skipped(source, "attachment.binary")
     return AttachmentResult(
         source.filename,
         AttachmentKind.TEXT,
@@ -216,27 +223,12 @@ def prepare_image(data: bytes, max_tiles: int, detail: Detail, name: str = "") -
 
 
 def decode_text(data: bytes, max_chars: int) -> tuple[str, bool]:
-    """Decode a text file whatever its encoding (BOMs, UTF-16 without BOM, Latin-1)."""
-    text: str
-    if data.startswith(codecs.BOM_UTF8):
-        text = data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace")
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = data.decode("utf-16", errors="replace")
-    elif _looks_utf16(data):
-        even_zeros = data[0::2].count(0)
-        encoding = "utf-16-be" if even_zeros > data[1::2].count(0) else "utf-16-le"
-        text = data.decode(encoding, errors="replace")
-    else:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
-    text = text.replace("\r\n", "\n").replace("\x00", "")
+    """Decode a text file whatever its encoding, cut to `max_chars`; (text, truncated).
+
+    Raises `NotText` for binary content, which must not reach the prompt: a gzip or a
+    PNG renamed `.log` would otherwise be billed as thousands of tokens of garbage.
+    """
+    text = decode_bytes(data)
     if len(text) > max_chars:
         return text[:max_chars], True
     return text, False
-
-
-def _looks_utf16(data: bytes) -> bool:
-    sample = data[:4096]
-    return len(sample) >= 4 and sample.count(0) >= len(sample) // 4
