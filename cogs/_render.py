@@ -2,7 +2,9 @@
 
 Shared by the cogs so every answer looks the same: title, markdown body split within
 Discord's limits, and a localised footer with tokens and cost; mentions never ping.
-Also how a deferred command tells only its user that something went wrong.
+Also how a deferred command is answered (`Deferred`: live, or after a restart from its
+stored token), how it tells only its user that something went wrong, and the one check
+that refuses new commands while the bot stops.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import nextcord
 from nextcord.types.message import MessageReference as MessageReferencePayload
 
 from ibot.domain import Backend, ErrorKind, Usage
 from ibot.i18n import t
+from ibot.inflight import InFlight
 from ibot.money import format_usd
 from ibot.services.attachments import AttachmentResult, AttachmentSource
 from ibot.services.duplicates import AlreadySolved
@@ -26,8 +29,14 @@ from ibot.services.outcomes import Answered, Failed
 from ibot.services.permissions import MemberFacts
 from ibot.services.summary import SummaryFailed
 
+if TYPE_CHECKING:
+    from nextcord.state import ConnectionState
+
 NO_MENTIONS = nextcord.AllowedMentions.none()
 EMBED_COLOUR = nextcord.Colour.blurple()
+# The deferred response's message id in webhook routes (`/messages/@original`); nextcord
+# types the id as an int and formats whatever it gets into the route.
+ORIGINAL = cast(int, "@original")
 
 
 class _Reference(nextcord.MessageReference):
@@ -195,19 +204,95 @@ def attachment_source(attachment: nextcord.Attachment) -> AttachmentSource:
     )
 
 
-async def send_private_after_defer(
-    interaction: nextcord.Interaction, content: str, *, deferred_private: bool
-) -> None:
-    """Send `content` to the invoking user only, after `response.defer(ephemeral=...)`.
+class Deferred:
+    """A deferred command's response, reached through the webhook its token opens: the
+    live interaction's (`live`), or, after a restart, one rebuilt from the stored token
+    (`rebuilt`). The cogs deliver through it, so an answer looks the same either way.
 
-    The first follow-up after a deferral does not create a message: it edits the loading
-    one, and "The ephemeral flag will be ignored, and the value you provided in the
-    initial defer response will be preserved" (Discord docs, receiving-and-responding,
-    "Create Followup Message"). So after a public deferral the public "thinking…"
-    message is deleted first; the follow-up is then a new message, and its ephemeral
-    flag counts. After a private deferral, filling the placeholder is already private.
+    Live, the first follow-up fills the "thinking…" placeholder. Rebuilt, the placeholder
+    is edited (`PATCH …/messages/@original`) with `note` above the answer, as nothing
+    says which follow-up Discord would still take as the filling one.
     """
-    if not deferred_private:
-        with contextlib.suppress(nextcord.NotFound):  # already gone: nothing to hide
-            await interaction.delete_original_message()
-    await interaction.followup.send(content, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+    def __init__(self, webhook: nextcord.Webhook, *, private: bool, note: str | None = None):
+        self.webhook = webhook
+        self.private = private
+        self.note = note
+
+    @classmethod
+    def live(cls, interaction: nextcord.Interaction, *, private: bool) -> Deferred:
+        return cls(interaction.followup, private=private)
+
+    @classmethod
+    def rebuilt(
+        cls,
+        state: ConnectionState,
+        *,
+        application_id: int,
+        token: str,
+        private: bool,
+        note: str,
+    ) -> Deferred:
+        """What `Interaction.followup` builds, from the stored application id and token."""
+        payload = {"id": application_id, "type": 3, "token": token}
+        return cls(
+            nextcord.Webhook.from_state(data=payload, state=state), private=private, note=note
+        )
+
+    async def send_answer(
+        self, messages: Sequence[list[nextcord.Embed]], *, buttons: nextcord.ui.View | None = None
+    ) -> int | None:
+        """Post an answer's messages of embeds; `buttons` go under the first (public
+        answers only). Returns the first message's id when it carries the buttons."""
+        first_id: int | None = None
+        for index, embeds in enumerate(messages):
+            extra: dict[str, Any] = {} if buttons is None or index else {"view": buttons}
+            if index == 0 and self.note is not None:
+                message = await self.webhook.edit_message(
+                    ORIGINAL,
+                    content=self.note,
+                    embeds=embeds,
+                    allowed_mentions=NO_MENTIONS,
+                    **extra,
+                )
+                first_id = message.id if extra else None
+            elif extra:
+                message = await self.webhook.send(
+                    embeds=embeds, allowed_mentions=NO_MENTIONS, wait=True, **extra
+                )
+                first_id = message.id
+            else:
+                await self.webhook.send(
+                    embeds=embeds, ephemeral=self.private, allowed_mentions=NO_MENTIONS
+                )
+        return first_id
+
+    async def send_private(self, content: str) -> None:
+        """Send `content` to the invoking user only.
+
+        The first follow-up after a deferral does not create a message: it edits the
+        loading one, and "The ephemeral flag will be ignored, and the value you provided
+        in the initial defer response will be preserved" (Discord docs,
+        receiving-and-responding, "Create Followup Message"). So after a public deferral
+        the public "thinking…" message is deleted first; the follow-up is then a new
+        message, and its ephemeral flag counts. After a private deferral, filling (or
+        editing) the placeholder is already private.
+        """
+        if self.private and self.note is not None:
+            await self.webhook.edit_message(ORIGINAL, content=content, allowed_mentions=NO_MENTIONS)
+            return
+        if not self.private:
+            with contextlib.suppress(nextcord.NotFound):  # already gone: nothing to hide
+                await self.webhook.delete_message(ORIGINAL)
+        await self.webhook.send(content, ephemeral=True, allowed_mentions=NO_MENTIONS)
+
+
+async def refused_while_restarting(
+    interaction: nextcord.Interaction, in_flight: InFlight, lang: str
+) -> bool:
+    """While the bot stops, a new command could be cut off: its user is told, privately,
+    to ask again in a minute, and True is returned (the command does nothing else)."""
+    if not in_flight.draining:
+        return False
+    await interaction.response.send_message(t("error.restarting", lang), ephemeral=True)
+    return True

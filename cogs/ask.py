@@ -8,21 +8,24 @@ from typing import assert_never
 import nextcord
 from nextcord import SlashOption
 from nextcord.ext import commands
+from nextcord.types.message import Attachment as AttachmentPayload
 
 from cogs._render import (
-    NO_MENTIONS,
+    Deferred,
     answered_embeds,
     attachment_source,
     failure_text,
     invoker,
     member_facts,
-    send_private_after_defer,
+    refused_while_restarting,
 )
 from cogs.feedback import answer_buttons, record_answer
 from ibot.app import Services
-from ibot.domain import CallContext, Feature
+from ibot.db.pending_interactions import AttachmentRef, PendingInteraction, PendingRequest
+from ibot.domain import Feature
 from ibot.i18n import t
 from ibot.services.ask import AskOutcome
+from ibot.services.attachments import AttachmentSource
 from ibot.services.cooldown import Cooldowns
 from ibot.services.feedback import PostedAnswer
 from ibot.services.outcomes import Answered, Failed, TooLong
@@ -33,7 +36,7 @@ class AskCog(commands.Cog):
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
-        self.service = services.ask_service()
+        self.resume = services.resume_service()
         self.feedback = services.feedback_service()
         self.policy = services.role_policy()
         self.lang = services.settings.prompts.language
@@ -72,10 +75,7 @@ class AskCog(commands.Cog):
                 t("ask.refused_role", self.lang), ephemeral=True
             )
             return
-        if self.services.in_flight.draining:  # stopping: this answer could be cut off
-            await interaction.response.send_message(
-                t("error.restarting", self.lang), ephemeral=True
-            )
+        if await refused_while_restarting(interaction, self.services.in_flight, self.lang):
             return
         wait = self.cooldowns.try_acquire(invoker(interaction).id)
         if wait > 0:
@@ -84,86 +84,112 @@ class AskCog(commands.Cog):
             )
             return
         await interaction.response.defer(ephemeral=private)
-        async with self.services.in_flight.track():  # a graceful stop lets it finish
-            context = CallContext(
-                feature=Feature.ASK,
-                guild_id=interaction.guild_id,
-                channel_id=interaction.channel_id,
-                user_id=invoker(interaction).id,
-            )
-            outcome = await self.service.ask(
-                question,
-                author=invoker(interaction).display_name,
-                context=context,
-                attachments=[attachment_source(image)] if image else [],
-            )
-            await self._reply(interaction, question, outcome, private)
+        pending = pending_ask(interaction, question, image, private)
+        # A graceful stop lets it finish; a crash leaves it held for the next start.
+        async with self.services.in_flight.track(), self.resume.held(pending):
+            outcome = await self.resume.answer_ask(pending, self.attachments(pending))
+            await self.deliver(Deferred.live(interaction, private=private), pending, outcome)
 
-    async def _reply(
-        self,
-        interaction: nextcord.Interaction,
-        question: str,
-        outcome: AskOutcome,
-        private: bool,
+    def attachments(self, pending: PendingInteraction) -> list[AttachmentSource]:
+        """The image option as a source to read: live, or after a restart (its URL lasts
+        a day: long past the interaction token's 15 minutes)."""
+        ref = pending.request.image
+        if ref is None:
+            return []
+        data: AttachmentPayload = {
+            "id": ref.id,
+            "filename": ref.filename,
+            "size": ref.size,
+            "url": ref.url,
+            "proxy_url": ref.proxy_url or ref.url,
+        }
+        if ref.content_type:
+            data["content_type"] = ref.content_type
+        return [attachment_source(nextcord.Attachment(data=data, state=self.bot._connection))]
+
+    async def deliver(
+        self, target: Deferred, pending: PendingInteraction, outcome: AskOutcome
     ) -> None:
-        followup = interaction.followup
+        """The answer (or why there is none) to the member, live or after a restart."""
+        private = pending.request.private
         match outcome:
             case Answered():
                 messages = answered_embeds(
                     outcome,
-                    title=f"❓ {question}",
+                    title=f"❓ {pending.request.question}",
                     lang=self.lang,
                     limit_bytes=self.services.settings.attachments.max_download_bytes,
                 )
                 # A public answer's first message carries the feedback buttons; a
                 # private one has no one else to vote, and cannot be edited with counts.
-                for index, embeds in enumerate(messages):
-                    if index == 0 and not private:
-                        first = await followup.send(
-                            embeds=embeds,
-                            view=answer_buttons(self.lang),
-                            allowed_mentions=NO_MENTIONS,
-                            wait=True,
-                        )
-                        await self._record(interaction, question, outcome, first.id)
-                    else:
-                        await followup.send(
-                            embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
-                        )
+                buttons = None if private else answer_buttons(self.lang)
+                first = await target.send_answer(messages, buttons=buttons)
+                if first is not None:
+                    await self._record(pending, outcome, first)
             case Failed():
-                self.cooldowns.release(invoker(interaction).id)
-                await send_private_after_defer(
-                    interaction, failure_text(outcome, self.lang), deferred_private=private
-                )
+                self.cooldowns.release(pending.user_id)
+                await target.send_private(failure_text(outcome, self.lang))
             case TooLong():
-                self.cooldowns.release(invoker(interaction).id)
-                await send_private_after_defer(
-                    interaction,
-                    t("ask.too_long", self.lang, tokens=outcome.tokens, limit=outcome.limit),
-                    deferred_private=private,
+                self.cooldowns.release(pending.user_id)
+                await target.send_private(
+                    t("ask.too_long", self.lang, tokens=outcome.tokens, limit=outcome.limit)
                 )
             case _:
                 assert_never(outcome)
 
     async def _record(
-        self, interaction: nextcord.Interaction, question: str, outcome: Answered, message_id: int
+        self, pending: PendingInteraction, outcome: Answered, message_id: int
     ) -> None:
-        channel = interaction.channel
-        in_thread = isinstance(channel, nextcord.Thread)
+        in_thread = pending.request.parent_id is not None
         await record_answer(
             self.feedback,
             PostedAnswer(
                 message_id=message_id,
-                guild_id=interaction.guild_id or 0,
+                guild_id=pending.guild_id or 0,
                 feature=Feature.ASK,
                 answer=outcome.text,
-                channel_id=channel.parent_id if isinstance(channel, nextcord.Thread) else None,
-                thread_id=interaction.channel_id if in_thread else None,
+                channel_id=pending.request.parent_id,
+                thread_id=pending.channel_id if in_thread else None,
                 ledger_id=outcome.ledger_id,
-                asker_id=invoker(interaction).id,
-                question=question,
+                asker_id=pending.user_id,
+                question=pending.request.question,
             ),
         )
+
+
+def pending_ask(
+    interaction: nextcord.Interaction,
+    question: str,
+    image: nextcord.Attachment | None,
+    private: bool,
+) -> PendingInteraction:
+    """The /ask-gpt as it is held until answered (and asked again after a crash)."""
+    channel = interaction.channel
+    return PendingInteraction(
+        interaction_id=interaction.id,
+        application_id=interaction.application_id,
+        token=interaction.token,
+        feature=Feature.ASK,
+        user_id=invoker(interaction).id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        request=PendingRequest(
+            question=question,
+            private=private,
+            author=invoker(interaction).display_name,
+            parent_id=channel.parent_id if isinstance(channel, nextcord.Thread) else None,
+            image=None
+            if image is None
+            else AttachmentRef(
+                id=image.id,
+                filename=image.filename,
+                size=image.size,
+                url=image.url,
+                proxy_url=image.proxy_url,
+                content_type=image.content_type,
+            ),
+        ),
+    )
 
 
 def setup(bot: commands.Bot, *, services: Services) -> None:

@@ -9,16 +9,17 @@ from nextcord import SlashOption
 from nextcord.ext import commands
 
 from cogs._render import (
-    NO_MENTIONS,
+    Deferred,
     answer_embeds,
     cost_footer,
     failure_text,
     invoker,
     member_facts,
-    send_private_after_defer,
+    refused_while_restarting,
 )
 from ibot.app import Services
-from ibot.domain import CallContext, Feature
+from ibot.db.pending_interactions import PendingInteraction, PendingRequest
+from ibot.domain import Feature
 from ibot.i18n import t
 from ibot.services.permissions import Access
 from ibot.services.summary import (
@@ -26,6 +27,7 @@ from ibot.services.summary import (
     NothingToSummarize,
     Summarized,
     SummaryFailed,
+    SummaryOutcome,
 )
 
 MAX_MESSAGES = 1000
@@ -35,7 +37,7 @@ class SummaryCog(commands.Cog):
     def __init__(self, bot: commands.Bot, services: Services) -> None:
         self.bot = bot
         self.services = services
-        self.service = services.summary_service()
+        self.resume = services.resume_service()
         self.policy = services.role_policy()
         self.lang = services.settings.prompts.language
 
@@ -69,50 +71,76 @@ class SummaryCog(commands.Cog):
         if not self.policy.allows(Access.SUMMARY, facts):
             await interaction.response.send_message(t("summary.refused", self.lang), ephemeral=True)
             return
-        if self.services.in_flight.draining:  # stopping: this answer could be cut off
-            await interaction.response.send_message(
-                t("error.restarting", self.lang), ephemeral=True
-            )
+        if await refused_while_restarting(interaction, self.services.in_flight, self.lang):
             return
         await interaction.response.defer(ephemeral=private)
-        async with self.services.in_flight.track():  # a graceful stop lets it finish
-            await self._summarize(interaction, messages, private)
-
-    async def _summarize(
-        self, interaction: nextcord.Interaction, messages: int, private: bool
-    ) -> None:
         channel = interaction.channel
         if not isinstance(channel, nextcord.abc.Messageable):  # a command always has one
             raise RuntimeError(f"interaction {interaction.id} has no readable channel")
-        history = await read_history(channel, min(messages, MAX_MESSAGES), self.bot.user)
-        context = CallContext(
-            feature=Feature.SUMMARY,
-            guild_id=interaction.guild_id,
-            channel_id=getattr(channel, "parent_id", None) or interaction.channel_id,
-            thread_id=interaction.channel_id if isinstance(channel, nextcord.Thread) else None,
-            user_id=invoker(interaction).id,
+        pending = pending_summary(interaction, channel, messages, private)
+        # A graceful stop lets it finish; a crash leaves it held for the next start.
+        async with self.services.in_flight.track(), self.resume.held(pending):
+            history = await read_history(channel, pending.request.messages or 0, self.bot.user)
+            outcome = await self.resume.answer_summary(pending, history)
+            await self.deliver(Deferred.live(interaction, private=private), pending, outcome)
+
+    async def history(self, pending: PendingInteraction) -> list[HistoryMessage]:
+        """The history of a held /summary's channel, read again after a restart."""
+        assert pending.channel_id is not None  # a guild command always has its channel
+        channel = self.bot.get_channel(pending.channel_id) or await self.bot.fetch_channel(
+            pending.channel_id
         )
-        name = getattr(channel, "name", "") or ""
-        outcome = await self.service.summarize(history, channel=name, context=context)
-        followup = interaction.followup
+        if not isinstance(channel, nextcord.abc.Messageable):
+            raise RuntimeError(f"channel {pending.channel_id} cannot be read")
+        return await read_history(channel, pending.request.messages or 0, self.bot.user)
+
+    async def deliver(
+        self, target: Deferred, pending: PendingInteraction, outcome: SummaryOutcome
+    ) -> None:
+        """The summary (or why there is none) to the moderator, live or after a restart."""
         match outcome:
             case Summarized():
                 footer = cost_footer(outcome.usage, outcome.cost_micros, outcome.backend, self.lang)
-                title = t("summary.title", self.lang, channel=name, count=outcome.messages)
-                for embeds in answer_embeds(outcome.text, title=title, footer=footer):
-                    await followup.send(
-                        embeds=embeds, ephemeral=private, allowed_mentions=NO_MENTIONS
-                    )
+                title = t(
+                    "summary.title",
+                    self.lang,
+                    channel=pending.request.channel_name,
+                    count=outcome.messages,
+                )
+                await target.send_answer(answer_embeds(outcome.text, title=title, footer=footer))
             case NothingToSummarize():
-                await send_private_after_defer(
-                    interaction, t("summary.too_few_messages", self.lang), deferred_private=private
-                )
+                await target.send_private(t("summary.too_few_messages", self.lang))
             case SummaryFailed():
-                await send_private_after_defer(
-                    interaction, failure_text(outcome, self.lang), deferred_private=private
-                )
+                await target.send_private(failure_text(outcome, self.lang))
             case _:
                 assert_never(outcome)
+
+
+def pending_summary(
+    interaction: nextcord.Interaction,
+    channel: nextcord.abc.Messageable,
+    messages: int,
+    private: bool,
+) -> PendingInteraction:
+    """The /summary as it is held until answered (and made again after a crash)."""
+    return PendingInteraction(
+        interaction_id=interaction.id,
+        application_id=interaction.application_id,
+        token=interaction.token,
+        feature=Feature.SUMMARY,
+        user_id=invoker(interaction).id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        request=PendingRequest(
+            private=private,
+            author=invoker(interaction).display_name,
+            channel_name=getattr(channel, "name", "") or "",
+            parent_id=getattr(channel, "parent_id", None)
+            if isinstance(channel, nextcord.Thread)
+            else None,
+            messages=min(messages, MAX_MESSAGES),
+        ),
+    )
 
 
 async def read_history(
@@ -121,8 +149,9 @@ async def read_history(
     """The last `limit` messages, oldest first, read page by page (100 per request)."""
     found: list[HistoryMessage] = []
     async for message in channel.history(limit=limit):
-        if bot_user is not None and message.author.id == bot_user.id and not message.content:
-            continue  # our own embeds (answers, summaries) are not discussion
+        ours = bot_user is not None and message.author.id == bot_user.id
+        if ours and (message.embeds or not message.content):
+            continue  # our own answers and summaries (a resumed one has a note) are not discussion
         found.append(
             HistoryMessage(
                 author=message.author.display_name,

@@ -20,6 +20,7 @@ from ibot.db.feedback import FeedbackStore
 from ibot.db.knowledge_sync import SyncStateStore
 from ibot.db.ledger import Ledger
 from ibot.db.migrate import upgrade
+from ibot.db.pending_interactions import PendingInteractionStore
 from ibot.db.threads import ThreadStore
 from ibot.domain import Feature
 from ibot.i18n import load_prompts
@@ -30,6 +31,7 @@ from ibot.llm.openai_backend import OpenAIBackend
 from ibot.llm.pacing import Pacer
 from ibot.metrics import Metrics
 from ibot.pricing import PriceTable
+from ibot.sealing import Sealer
 from ibot.services.ask import AskService
 from ibot.services.attachments import AttachmentLimits
 from ibot.services.budgets import BudgetManager
@@ -41,6 +43,7 @@ from ibot.services.knowledge import KnowledgeBase
 from ibot.services.knowledge_sync import KnowledgeSync
 from ibot.services.permissions import RolePolicy
 from ibot.services.prompts import FeatureConfig, PromptBuilder
+from ibot.services.resume import ResumeService
 from ibot.services.retriever import Retriever
 from ibot.services.semantic import HybridKnowledgeBase, build_retriever, embedding_config
 from ibot.services.similar import SimilarService
@@ -70,6 +73,7 @@ class Services:
     # Identifies this process in forum claims: a claim by another run id is a dead process's.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _feedback: FeedbackService | None = field(default=None, repr=False)
+    _resume: ResumeService | None = field(default=None, repr=False)
 
     def feature_config(self, feature: Feature) -> FeatureConfig:
         fs = self.settings.feature(feature)
@@ -138,6 +142,22 @@ class Services:
 
     def summary_service(self) -> SummaryService:
         return SummaryService(self.gateway, self.prompts, self.feature_config(Feature.SUMMARY))
+
+    def pending_interactions(self) -> PendingInteractionStore:
+        """Deferred commands held until answered, their tokens sealed with a key derived
+        from the bot token (without one, nothing is resumed: a key for this process)."""
+        token = self.settings.discord_token
+        secret = token.get_secret_value() if token is not None else uuid.uuid4().hex
+        return PendingInteractionStore(self.sessionmaker, Sealer(secret))
+
+    def resume_service(self) -> ResumeService:
+        """The one ResumeService of the process: the start-up resume skips the commands
+        the cogs hold live."""
+        if self._resume is None:
+            self._resume = ResumeService(
+                self.pending_interactions(), self.ask_service(), self.summary_service()
+            )
+        return self._resume
 
     def feedback_service(self) -> FeedbackService:
         """The one FeedbackService of the process (a click waits on its records)."""

@@ -32,6 +32,7 @@ EXTENSIONS = (
     "cogs.forum_autoreply",
     "cogs.ask",
     "cogs.summary",
+    "cogs.resume",  # after ask and summary: it answers their commands a crash cut off
     "cogs.chat",
     "cogs.budget",
     "cogs.cost_report",
@@ -209,14 +210,14 @@ async def run_bot(settings: Settings) -> int:
     except nextcord.LoginFailure:
         log.error("discord_login_failed", hint="check BOT_TOKEN")
         print("error: Discord refused the bot token (BOT_TOKEN).", file=sys.stderr)
-        return 1
+        return 2  # a start-up failure the deployer fixes, as ibot/startup_errors.py
     except nextcord.PrivilegedIntentsRequired:
         print(
             "error: enable the Message Content intent for this bot in the Discord developer "
             "portal (Bot → Privileged Gateway Intents).",
             file=sys.stderr,
         )
-        return 1
+        return 2
     finally:
         if close_on_signal.task is not None:  # the signal's close ends before the rest
             try:
