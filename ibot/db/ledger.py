@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Select, case, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    case,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ibot.db.models import LedgerRecord
@@ -110,9 +119,12 @@ class Ledger:
 
     async def pending(self) -> list[LedgerRow]:
         """Rows still pending: calls in flight, or calls of a process that died."""
+        # The status as an inline literal, the very predicate of the partial index
+        # ix_ledger_pending (migration 0012): a bound parameter would leave PostgreSQL's
+        # generic plans free to ignore that index and scan the whole ledger.
         query = (
             select(LedgerRecord)
-            .where(LedgerRecord.status == str(CallStatus.PENDING))
+            .where(LedgerRecord.status == literal_column(f"'{CallStatus.PENDING}'"))
             .order_by(LedgerRecord.id)
         )
         async with self._sessionmaker() as session:

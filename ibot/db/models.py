@@ -13,7 +13,7 @@ import pkgutil
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Index, Integer, MetaData, String
+from sqlalchemy import BigInteger, DateTime, Index, Integer, MetaData, String, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -121,7 +121,13 @@ class LedgerRecord(Base):
     __table_args__ = (
         Index("ix_ledger_created_at", "created_at"),
         Index("ix_ledger_call_id", "call_id"),
-        Index("ix_ledger_guild_id_created_at", "guild_id", "created_at"),
+        # Only the rows in flight, for the start-up scan of pending calls (migration 0012).
+        Index(
+            "ix_ledger_pending",
+            "id",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
         # Covering index for one guild's reports and budget sums (migration 0003, which
         # says why and what was measured): answered from the index, not the table rows.
         Index(
