@@ -51,6 +51,8 @@ LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # Libraries that are chatty at the level we run at: their floor, raised with ours.
 QUIET_LOGGERS = {
     "sqlalchemy.engine": logging.WARNING,
+    # "setup plugin alembic.autogenerate…" seven times per migration run: internals.
+    "alembic.runtime.plugins": logging.WARNING,
     "nextcord.gateway": logging.INFO,
     "httpx2": logging.WARNING,
     "httpx": logging.WARNING,
@@ -101,6 +103,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
             + _NOT_ALREADY
             + r"[^&\s#'\"\\,;]+"
         ),
+        r"\1" + REDACTED,
+    ),
+    # Interaction tokens in Discord's URLs (a library's request line, an error quoting
+    # its URL): /webhooks/{application id}/{token}, /interactions/{id}/{token}/callback.
+    # Each command's token is valid 15 minutes; registering every one would grow the
+    # secret list without end, and their place in the URL is enough to find them.
+    (
+        re.compile(r"(/(?:webhooks|interactions)/\d+/)" + _NOT_ALREADY + r"[A-Za-z0-9_.-]{20,}"),
         r"\1" + REDACTED,
     ),
     # The password of a URL: postgresql://user:password@host/db
@@ -309,6 +319,12 @@ def configure_logging(
     root.setLevel(root_level)
     for name, floor in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(floor, root_level))
+
+
+def quiet_level(level: str | int) -> int:
+    """`level`, raised to WARNING at least: what a command run by hand logs, so that its
+    user sees the answer and the warnings, not every library's info lines."""
+    return max(_resolve_level(level), logging.WARNING)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

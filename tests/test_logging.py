@@ -160,13 +160,27 @@ def test_bad_format_or_level_is_refused():
         ("GET /x?api_key=s3cr3tvalue&page=2", "page=2"),
         ("postgresql+asyncpg://ibot:pa55word@db/ibot", "postgresql+asyncpg://ibot:"),
         ("curl -H 'Authorization: Bearer abcdef123456'", "Bearer "),
+        # An interaction's token, as nextcord's request lines and errors quote the URL.
+        (
+            "PATCH https://discord.com/api/v10/webhooks/1234567/aW50ZXJhY3Rpb246MTIz.x-Y_z"
+            "/messages/@original has returned 404",
+            "/webhooks/1234567/",
+        ),
+        ("POST /api/v10/interactions/987654/aW50ZXJhY3Rpb246MTIz.x-Y_z/callback", "/callback"),
     ],
 )
 def test_secret_shapes_are_masked_and_the_rest_kept(text, kept):
     masked = redact_text(text)
 
     assert "[REDACTED]" in masked and kept in masked
-    for word in ("sk-proj", "abc.def.ghi", "s3cr3tvalue", "pa55word", "abcdef123456"):
+    for word in (
+        "sk-proj",
+        "abc.def.ghi",
+        "s3cr3tvalue",
+        "pa55word",
+        "abcdef123456",
+        "aW50ZXJhY3Rpb246MTIz",
+    ):
         assert word not in masked
 
 
