@@ -59,6 +59,8 @@ class ErrorKind(StrEnum):
     AUTH = "auth"  # 401/403: the key is wrong or revoked
     BUDGET = "budget"  # refused by a budget cap before any call
     NOT_CONFIGURED = "not_configured"  # no backend can serve the call (no key, no local model)
+    # Nothing to answer (an empty or blank question): refused before any call, no ledger row.
+    EMPTY_QUESTION = "empty_question"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"  # the process died during the call (crash, SIGKILL)
     OTHER = "other"

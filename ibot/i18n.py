@@ -56,11 +56,14 @@ _FR: dict[str, Entry] = {
     "error.not_configured": (
         "L'IA n'est pas configurée ici (ni clé OpenAI, ni modèle local). Préviens un admin."
     ),
+    "error.empty_question": "Ta question est vide : écris ce que tu veux demander.",
     "error.cancelled": "La demande a été annulée avant la fin.",
     "error.interrupted": "Le bot a redémarré pendant ta demande. Repose-la, s'il te plaît.",
     "error.other": "Une erreur inattendue est survenue. Réessaie dans un instant.",
     "error.generic": "Oups, quelque chose s'est mal passé de mon côté. Réessaie dans un instant.",
     "error.restarting": "Je redémarre : repose ta question dans une minute.",
+    # Above an answer a restart cut off, delivered by the next start (ibot/services/resume.py).
+    "resume.note": "🔄 Le bot a redémarré pendant ta demande ; voici ta réponse.",
     "forum.starter_missing": (
         "Je n'ai pas pu lire ton message : Discord ne me l'a pas transmis. Je ne répondrai "
         "pas à ce fil ; ouvre-en un nouveau si tu veux une réponse de ma part."
@@ -68,6 +71,12 @@ _FR: dict[str, Entry] = {
     "budget.guild_daily": "quotidien du serveur",
     "budget.guild_monthly": "mensuel du serveur",
     "budget.user_daily": "quotidien par membre",
+    # A feature's own daily cap (ibot/services/budgets.py Cap.name): one per Feature.
+    "budget.feature_daily:auto_reply": "quotidien des réponses du forum",
+    "budget.feature_daily:ask": "quotidien de /ask-gpt",
+    "budget.feature_daily:summary": "quotidien des résumés",
+    "budget.feature_daily:chat": "quotidien du salon de discussion",
+    "budget.feature_daily:kb_embed": "quotidien de l'indexation de la base de connaissances",
     "budget.fallback_footer": "Budget serré : modèle moins cher que {requested}",
     "budget.refused": "Seuls les admins peuvent consulter et changer les budgets.",
     "budget.invalid_amount": (
@@ -94,6 +103,11 @@ _FR: dict[str, Entry] = {
     "budget.alert_spent": (
         "🛑 Budget {budget} épuisé ({spent} / {cap} USD) : les demandes passent au modèle "
         "moins cher ou sont refusées jusqu'au renouvellement, {reset}."
+    ),
+    "budget.alert_member": (
+        "🛑 <@{user}> a atteint son plafond quotidien de {cap} USD ({spent} USD dépensés) : "
+        "ses demandes passent au modèle moins cher ou sont refusées jusqu'au "
+        "renouvellement, {reset}."
     ),
     "ask.refused_role": "Désolé, ton rôle ne te permet pas d'utiliser /ask-gpt ici.",
     "ask.cooldown": "Doucement ! Tu pourras reposer une question dans {seconds} s.",
@@ -179,7 +193,11 @@ _FR: dict[str, Entry] = {
     "cost_report.no_calls": "Aucun appel sur cette période.",
     "cost_report.none_key": "(aucun)",
     "cost_report.unpriced": "{count} appel(s) sans prix connu : leur coût n'est pas compté.",
-    "cost_report.daily_cap": "Plafond quotidien du serveur : {cap} USD (ligne rouge)",
+    "cost_report.daily_cap": "Plafond quotidien du serveur en vigueur : {cap} (ligne rouge)",
+    "cost_report.daily_cap_none": "Plafond quotidien du serveur : aucun en fin de période",
+    "cost_report.cap_changes": "Changé avec /budget : {changes}",
+    "cost_report.cap_change": "le {day} ({before} → {after})",
+    "cost_report.calls_note": "refusés et en échec compris",
     "cost_report.group.feature": "fonction",
     "cost_report.group.user": "membre",
     "cost_report.group.model": "modèle",
@@ -205,6 +223,12 @@ _FR: dict[str, Entry] = {
     "attachment.truncated": "« {name} » était trop long : je n'en ai lu que le début.",
     "attachment.download_failed": "Je n'ai pas réussi à télécharger « {name} ».",
     "attachment.empty": "« {name} » est vide, je n'ai rien pu en lire.",
+    # The last line of the offline demo (ibot/demo.py).
+    "demo.next_steps": (
+        "Et maintenant : pour lancer le vrai bot, mets BOT_TOKEN (le jeton de ton bot "
+        "Discord) et OPENAI_API_KEY dans l'environnement ou dans .env (modèle : "
+        ".env.example), puis relance `make run`. Détails : README, « Deploying for real »."
+    ),
     "attachment.binary": (
         "Je n'ai pas lu « {name} » : il ressemble à un fichier binaire, pas à du texte."
     ),
@@ -234,11 +258,13 @@ _EN: dict[str, Entry] = {
     "error.not_configured": (
         "AI is not configured here (no OpenAI key and no local model). Please tell an admin."
     ),
+    "error.empty_question": "Your question is empty: write what you want to ask.",
     "error.cancelled": "The request was cancelled before it finished.",
     "error.interrupted": "The bot restarted during your request. Please ask again.",
     "error.other": "Something unexpected went wrong. Try again in a moment.",
     "error.generic": "Oops, something went wrong on my side. Try again in a moment.",
     "error.restarting": "I am restarting: ask again in a minute.",
+    "resume.note": "🔄 The bot restarted during your request; here is your answer.",
     "forum.starter_missing": (
         "I couldn't read your post: Discord did not give it to me. I won't answer this "
         "thread; open a new one if you want an answer from me."
@@ -246,6 +272,11 @@ _EN: dict[str, Entry] = {
     "budget.guild_daily": "server's daily",
     "budget.guild_monthly": "server's monthly",
     "budget.user_daily": "per-member daily",
+    "budget.feature_daily:auto_reply": "daily forum-reply",
+    "budget.feature_daily:ask": "daily /ask-gpt",
+    "budget.feature_daily:summary": "daily summary",
+    "budget.feature_daily:chat": "daily chat",
+    "budget.feature_daily:kb_embed": "daily knowledge-base indexing",
     "budget.fallback_footer": "Tight budget: a cheaper model than {requested}",
     "budget.refused": "Only admins can see and change the budgets.",
     "budget.invalid_amount": (
@@ -271,6 +302,10 @@ _EN: dict[str, Entry] = {
     "budget.alert_spent": (
         "🛑 The {budget} budget is spent ({spent} / {cap} USD): requests go to the cheaper "
         "model or are refused until it renews {reset}."
+    ),
+    "budget.alert_member": (
+        "🛑 <@{user}> reached their daily cap of {cap} USD ({spent} USD spent): their "
+        "requests go to the cheaper model or are refused until it renews {reset}."
     ),
     "ask.refused_role": "Sorry, your role doesn't allow you to use /ask-gpt here.",
     "ask.cooldown": "Easy! You can ask another question in {seconds} s.",
@@ -351,7 +386,11 @@ _EN: dict[str, Entry] = {
     "cost_report.no_calls": "No calls in this period.",
     "cost_report.none_key": "(none)",
     "cost_report.unpriced": "{count} call(s) with no known price: their cost is not counted.",
-    "cost_report.daily_cap": "Server daily cap: {cap} USD (red line)",
+    "cost_report.daily_cap": "Server daily cap in force: {cap} (red line)",
+    "cost_report.daily_cap_none": "Server daily cap: none at the end of the period",
+    "cost_report.cap_changes": "Changed with /budget: {changes}",
+    "cost_report.cap_change": "on {day} ({before} → {after})",
+    "cost_report.calls_note": "refused and failed included",
     "cost_report.group.feature": "feature",
     "cost_report.group.user": "member",
     "cost_report.group.model": "model",
@@ -374,6 +413,11 @@ _EN: dict[str, Entry] = {
     "attachment.truncated": "“{name}” was too long: I only read its beginning.",
     "attachment.download_failed": "I couldn't download “{name}”.",
     "attachment.empty": "“{name}” is empty, there was nothing to read.",
+    "demo.next_steps": (
+        "Next: to run the real bot, set BOT_TOKEN (your Discord bot's token) and "
+        "OPENAI_API_KEY in the environment or in .env (template: .env.example), then "
+        "`make run` again. Details: README, “Deploying for real”."
+    ),
     "attachment.binary": "I didn't read “{name}”: it looks like a binary file, not text.",
 }
 

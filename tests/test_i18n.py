@@ -40,6 +40,9 @@ USED_KEYS = {
     "similar.none": {},
     "similar.off": {},
     "similar.bad_query": {},
+    "resume.note": {},
+    "demo.next_steps": {},
+    "budget.alert_member": {"user": 42, "cap": "0.50", "spent": "0.49", "reset": "<t:1:R>"},
     **{
         f"attachment.{name}": {"name": "capture.png", "limit": "10 MB"}
         for name in (

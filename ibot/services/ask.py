@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ibot import tokens
-from ibot.domain import CallContext, ChatMessage, Feature, ImageInput, LLMRequest
+from ibot.domain import CallContext, ChatMessage, ErrorKind, Feature, ImageInput, LLMRequest
 from ibot.llm.gateway import ModelGateway
 from ibot.services.attachments import (
     AttachmentLimits,
@@ -55,6 +55,10 @@ class AskService:
         context: CallContext | None = None,
         attachments: Sequence[AttachmentSource] = (),
     ) -> AskOutcome:
+        if not question.strip():
+            # Nothing to answer: a call would bill the persona for a guess. Refused here, so
+            # /ask-gpt and `ibot ask` say it the same way (a failure with its own message).
+            return Failed(kind=ErrorKind.EMPTY_QUESTION)
         context = context or CallContext(feature=Feature.ASK)
         processed = tuple(await process_attachments(attachments, self.attachment_limits))
         question_text = self.prompts.render("ask", author=author, question=question)

@@ -56,7 +56,8 @@ class Answered:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The model call failed; `kind` picks the localised message shown to the user.
+    """The model call failed, or was refused before any (a budget, an empty question);
+    `kind` picks the localised message shown to the user.
 
     For a budget refusal, `budget` names the spent cap ("guild_daily"…) and `resets_at`
     says when it frees up, so the user is told both.
