@@ -24,20 +24,19 @@ from cogs._render import (
 from ibot.app import Services
 from ibot.i18n import t
 from ibot.money import format_usd
-from ibot.services.budgets import Alert, Scope, ScopeStatus, parse_cap
+from ibot.services.budgets import CAPS, Alert, Scope, ScopeStatus, parse_cap
 from ibot.services.permissions import Access
 
 log = structlog.get_logger("ibot.cogs.budget")
 
-SCOPE_CHOICES = {
-    "guild_daily": Scope.GUILD_DAILY.value,
-    "guild_monthly": Scope.GUILD_MONTHLY.value,
-    "user_daily": Scope.USER_DAILY.value,
-}
+# Every cap, by its name (a feature's: "feature_daily:summary"); 8 of Discord's 25.
+SCOPE_CHOICES = {cap.name: cap.name for cap in CAPS}
 SCOPE_CHOICES_FR = {
     "guild_daily": "serveur, par jour",
     "guild_monthly": "serveur, par mois",
     "user_daily": "par membre, par jour",
+    # "quotidien des résumés"…: the name refusals and alerts use.
+    **{cap.name: t(f"budget.{cap.name}", "fr") for cap in CAPS if cap.feature is not None},
 }
 
 
@@ -57,7 +56,7 @@ def status_line(status: ScopeStatus, lang: str) -> str:
     return t(
         key,
         lang,
-        budget=budget_label(status.scope.value, lang),
+        budget=budget_label(status.budget, lang),
         cap=cap_text(status.cap_micros, lang),
         spent=format_usd(status.spent_micros),
         reserved=format_usd(status.reserved_micros),
@@ -67,14 +66,22 @@ def status_line(status: ScopeStatus, lang: str) -> str:
 
 
 def alert_text(alert: Alert, lang: str) -> str:
-    key = "budget.alert_spent" if alert.threshold >= 100 else "budget.alert"
+    """The admin channel's message: how far a guild cap is spent, that a feature's cap
+    is reached, or which member reached their own cap (a mention that pings no one:
+    NO_MENTIONS)."""
+    digits = 2  # a guild's caps are dollars; a member's are cents: their footers' 4
+    if alert.user_id is not None:
+        key, digits = "budget.alert_member", 4
+    else:
+        key = "budget.alert_spent" if alert.threshold >= 100 else "budget.alert"
     return t(
         key,
         lang,
-        budget=budget_label(alert.scope.value, lang),
+        user=alert.user_id,
+        budget=budget_label(alert.budget, lang),
         percent=alert.threshold,
-        spent=format_usd(alert.spent_micros, digits=2),
-        cap=format_usd(alert.cap_micros, digits=2),
+        spent=format_usd(alert.spent_micros, digits=digits),
+        cap=format_usd(alert.cap_micros, digits=digits),
         reset=discord_time(alert.resets_at),
     )
 
@@ -196,7 +203,8 @@ class BudgetCog(commands.Cog):
         log.info(
             "budget_alert_sent",
             guild_id=alert.guild_id,
-            scope=alert.scope.value,
+            user_id=alert.user_id,
+            scope=alert.budget,
             threshold=alert.threshold,
             period=alert.period_key,
         )

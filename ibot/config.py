@@ -182,6 +182,21 @@ def _usd(value: Any) -> Any:
     return _optional_str(value)
 
 
+def _feature_names(value: Any) -> Any:
+    """A table keyed by feature: an unknown name is one clear line, not pydantic's
+    enum error repeated per key."""
+    if isinstance(value, Mapping):
+        known = [feature.value for feature in Feature]
+        for name in value:
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"unknown feature {name!r}; {hint}the features are {', '.join(known)}"
+                )
+    return value
+
+
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
@@ -358,6 +373,9 @@ class BudgetsSettings(Section):
     guild_daily_usd: OptionalUsd = None
     guild_monthly_usd: OptionalUsd = None
     user_daily_usd: OptionalUsd = None
+    # [budgets.feature_daily_usd]: what one feature may spend in a guild a day, whoever
+    # triggers it (summary = 1.00); a feature left out has no cap of its own.
+    feature_daily_usd: Annotated[dict[Feature, OptionalUsd], BeforeValidator(_feature_names)] = {}
     # Fractions of a cap at which admins are alerted.
     alert_thresholds: Annotated[
         list[Annotated[float, Field(gt=0, le=1)]], NoDecode, BeforeValidator(_str_list)
@@ -383,6 +401,10 @@ class BudgetsSettings(Section):
     @property
     def user_daily_micros(self) -> int | None:
         return self._micros(self.user_daily_usd)
+
+    @property
+    def feature_daily_micros(self) -> dict[Feature, int | None]:
+        return {feature: self._micros(usd) for feature, usd in self.feature_daily_usd.items()}
 
 
 class LoggingSettings(Section):

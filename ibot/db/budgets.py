@@ -2,11 +2,16 @@
 
 `budget_changes` is an audit log as much as a setting: every `/budget set` adds a row
 (who, when, the cap before and after), and the effective cap of a scope is the newest
-row's, else the TOML value. Rows are never updated, so the history stays complete.
+row's, else the TOML value. Rows are never updated, so the history stays complete. Its
+`scope` is the cap's name: "guild_daily", "guild_monthly", "user_daily", or
+"feature_daily:<feature>" for one feature's daily cap (at most 24 characters).
 
 `budget_alerts` makes "one alert per threshold and period" hold across restarts: an
 alert is sent only by the process whose INSERT succeeded; a unique violation means it
-was already sent.
+was already sent. Its `scope` names the cap *and whose it is*: "guild_daily" for a
+guild's cap (a feature's too: "feature_daily:summary"), "user_daily:<member id>" for
+one member's own cap (`alert_scope`), so each member's cap is alerted once per period
+without a column of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class BudgetAlertRecord(Base):
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
     guild_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # See alert_scope: "guild_daily", "feature_daily:summary", "user_daily:1234567890…".
     scope: Mapped[str] = mapped_column(String(32), nullable=False)
     period_key: Mapped[str] = mapped_column(String(16), nullable=False)  # 2026-11-21, 2026-11
     threshold: Mapped[int] = mapped_column(Integer, nullable=False)  # percent of the cap
@@ -52,6 +58,13 @@ class BudgetAlertRecord(Base):
             "guild_id", "scope", "period_key", "threshold", name="uq_budget_alerts_once"
         ),
     )
+
+
+def alert_scope(scope: str, user_id: int | None = None) -> str:
+    """The `budget_alerts.scope` of a cap: the scope alone for a guild cap, the scope and
+    the member for a member's own cap ("user_daily:42"). A Discord id has at most 20
+    digits, so the longest key (31 characters) fits the column's 32."""
+    return scope if user_id is None else f"{scope}:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,19 @@
 """Spending caps that concurrent calls can never overshoot: the gateway's budget hook.
 
-Three caps, in integer micro-dollars, each optional:
+Caps per guild, in integer micro-dollars, each optional (a `Cap`, named as stored):
 
 - ``guild_daily`` and ``guild_monthly``: everything a guild spends, every feature;
 - ``user_daily``: what one member spends in a guild through /ask-gpt and the chat channel
   (the features a member triggers at will; forum auto-replies and summaries are not
-  theirs to ration).
+  theirs to ration);
+- ``feature_daily:<feature>`` (``feature_daily:summary``…): what one feature spends in a
+  guild a day, whoever triggers it, so that one costly feature cannot eat the budget of
+  the others.
 
 The cap in force for a guild is the newest `/budget set` stored in ``budget_changes``,
-else the TOML value. Periods are UTC days and UTC calendar months.
+else the TOML value. Periods are UTC days and UTC calendar months. A cap that would be
+passed makes the gateway degrade as for any cap: the feature's cheaper model, then the
+local model, then a refusal naming the cap and its reset.
 
 Before a call the gateway *reserves* its worst-case cost: spent (the ledger's real costs
 of the period) + held by calls in flight + this worst case must fit under every cap that
@@ -23,9 +28,23 @@ database for one guild never holds back another guild's calls.
 Reservations live in memory only: after a crash they are gone and only the ledger's real
 costs count, which is what was actually spent.
 
-Crossing 50 / 80 / 100 % (settings) of a guild cap raises one `Alert` per threshold and
-period, handed to an async `alert_sink` in a task of its own so an alert can neither
-delay nor fail a model call. ``budget_alerts`` makes "once" survive restarts.
+A cap is *reached* when it first stops a call (spending plus the call's worst case would
+pass it: from then on calls get the cheaper model or are refused) or when real spending
+gets to it. Since reservations keep spending under a cap, the first stopped call is
+nearly always how it shows. Alerts:
+
+- a guild cap: one `Alert` per threshold (50 / 80 / 100 %, settings) and period when
+  real spending crosses it, and the 100 % one as soon as the cap is reached, which also
+  settles the lower thresholds not sent yet (an 80 % after "spent" would mislead);
+- a member's own cap (`user_id` set) and a feature's cap (`feature` set): one `Alert`
+  (threshold 100) per cap and day, when reached; 50 / 80 % of those would only be noise.
+
+A call a cap stops only when its model has no price is refused at any spending: it
+reaches no cap. A cap of 0 stops everything on purpose: it is never alerted. Alerts are
+handed to an async `alert_sink` in a task of its own so an alert can neither delay nor
+fail a model call. ``budget_alerts`` makes "once" survive restarts, keyed by the cap and
+whose it is. The member hears of it in the refusal of their call, which names the cap
+and its reset.
 
 Calls outside any guild (the `ibot ask` command line) are not capped: caps are per guild.
 Nothing here imports nextcord: the budget cog renders and posts.
@@ -41,11 +60,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
 
 import structlog
 
 from ibot.config import BudgetsSettings
-from ibot.db.budgets import BudgetChange, BudgetStore
+from ibot.db.budgets import BudgetChange, BudgetStore, alert_scope
 from ibot.db.ledger import Ledger
 from ibot.domain import CallContext, Feature
 from ibot.llm.budget import BudgetExceeded, Reservation
@@ -59,16 +79,55 @@ class Scope(StrEnum):
     GUILD_DAILY = "guild_daily"
     GUILD_MONTHLY = "guild_monthly"
     USER_DAILY = "user_daily"
+    FEATURE_DAILY = "feature_daily"  # one per feature: see Cap
 
     @property
     def monthly(self) -> bool:
         return self is Scope.GUILD_MONTHLY
 
 
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """One cap of a guild: its scope and, for a feature's daily cap, the feature."""
+
+    scope: Scope
+    feature: Feature | None = None
+
+    def __post_init__(self) -> None:
+        if (self.scope is Scope.FEATURE_DAILY) != (self.feature is not None):
+            raise ValueError("a feature_daily cap names its feature, and only it does")
+
+    @property
+    def name(self) -> str:
+        """As stored (`budget_changes.scope`, String(32)), typed in `/budget set` and
+        named in refusals: "guild_daily", "feature_daily:summary"."""
+        return (
+            self.scope.value if self.feature is None else f"{self.scope.value}:{self.feature.value}"
+        )
+
+    @property
+    def monthly(self) -> bool:
+        return self.scope.monthly
+
+    @classmethod
+    def of(cls, value: Cap | Scope | str) -> Cap:
+        """The cap a name stands for; ValueError for one that names none."""
+        if isinstance(value, Cap):
+            return value
+        scope, _, feature = str(value).partition(":")
+        return cls(Scope(scope), Feature(feature) if feature else None)
+
+
 # The features a member's own daily cap applies to (/ask-gpt and the chat channel).
 USER_CAPPED_FEATURES = frozenset({Feature.ASK, Feature.CHAT})
-# Admins are alerted about the guild's caps; one member's cap is that member's business.
-ALERTED_SCOPES = (Scope.GUILD_DAILY, Scope.GUILD_MONTHLY)
+# Guild caps are alerted at every threshold of the settings; a member's cap once reached.
+GUILD_SCOPES = (Scope.GUILD_DAILY, Scope.GUILD_MONTHLY)
+REACHED = 100  # percent: the threshold of a reached (or spent) cap
+# Every cap a guild has, in the order `/budget show` lists them.
+CAPS = (
+    *(Cap(scope) for scope in (Scope.GUILD_DAILY, Scope.GUILD_MONTHLY, Scope.USER_DAILY)),
+    *(Cap(Scope.FEATURE_DAILY, feature) for feature in Feature),
+)
 # Words that remove a cap in `/budget set`.
 NO_CAP_WORDS = frozenset({"none", "no", "off", "aucun", "aucune", "non", "∞"})
 
@@ -90,7 +149,9 @@ def parse_cap(text: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """Spending of a guild cap crossed `threshold` percent in `period_key`."""
+    """Spending of a cap crossed `threshold` percent in `period_key`: a guild cap, or
+    (`user_id` set) that member's own daily cap, or (`feature` set) that feature's daily
+    cap, reached."""
 
     guild_id: int
     scope: Scope
@@ -99,6 +160,13 @@ class Alert:
     spent_micros: int
     cap_micros: int
     resets_at: datetime
+    user_id: int | None = None  # the member, for their own cap (Scope.USER_DAILY)
+    feature: Feature | None = None  # the feature, for its cap (Scope.FEATURE_DAILY)
+
+    @property
+    def budget(self) -> str:
+        """The cap's name ("feature_daily:summary"), as refusals name it."""
+        return Cap(self.scope, self.feature).name
 
 
 AlertSink = Callable[[Alert], Awaitable[None]]
@@ -115,10 +183,21 @@ class ScopeStatus:
     reserved_micros: int  # held by calls in flight
     resets_at: datetime
     period_key: str
+    feature: Feature | None = None  # the feature, for its own cap (Scope.FEATURE_DAILY)
+
+    @property
+    def budget(self) -> str:
+        """The cap's name ("guild_daily", "feature_daily:summary")."""
+        return Cap(self.scope, self.feature).name
 
 
-# (scope, guild id, user id for user_daily else None, period key)
-_Key = tuple[Scope, int, int | None, str]
+class _Key(NamedTuple):
+    """What one running total counts: a cap of a guild in one period (and member)."""
+
+    cap: Cap
+    guild_id: int
+    user_id: int | None  # the member for user_daily, else None
+    period_key: str
 
 
 class BudgetManager:
@@ -137,10 +216,12 @@ class BudgetManager:
         self.store = store
         self.alert_sink = alert_sink
         self._clock = clock
-        self._config_caps: dict[Scope, int | None] = {
-            Scope.GUILD_DAILY: settings.guild_daily_micros,
-            Scope.GUILD_MONTHLY: settings.guild_monthly_micros,
-            Scope.USER_DAILY: settings.user_daily_micros,
+        features = settings.feature_daily_micros
+        self._config_caps: dict[Cap, int | None] = {
+            Cap(Scope.GUILD_DAILY): settings.guild_daily_micros,
+            Cap(Scope.GUILD_MONTHLY): settings.guild_monthly_micros,
+            Cap(Scope.USER_DAILY): settings.user_daily_micros,
+            **{Cap(Scope.FEATURE_DAILY, f): features.get(f) for f in Feature},
         }
         # Whole percents, compared as spent * 100 >= percent * cap: no float rounding.
         percents = {
@@ -151,7 +232,7 @@ class BudgetManager:
         # under a lock that every call shares.
         self._key_locks: defaultdict[_Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._guild_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._changes: dict[int, dict[Scope, BudgetChange]] = {}
+        self._changes: dict[int, dict[Cap, BudgetChange]] = {}
         self._spent: dict[_Key, int] = {}
         self._reserved: defaultdict[_Key, int] = defaultdict(int)
         self._holds: dict[int, tuple[tuple[_Key, ...], int]] = {}
@@ -174,34 +255,37 @@ class BudgetManager:
         When several caps would be passed, the one that frees up last is named: that is
         when the call could run again.
         """
-        scopes = self._scopes(context)
-        if not scopes:
+        applying = self._caps_of(context)
+        if not applying:
             return Reservation(context=context, model=model, micros=worst_case_micros or 0)
         guild_id = _guild_of(context)
         while True:
             now = self._clock()
             self._forget_old_periods(now)
-            periods = {scope: period_of(scope, now) for scope in scopes}
-            keys = [self._key(scope, context, periods[scope]) for scope in scopes]
+            periods = {cap: period_of(cap, now) for cap in applying}
+            keys = [self._key(cap, context, periods[cap]) for cap in applying]
             caps = await self._caps(guild_id)
-            for key, scope in zip(keys, scopes, strict=True):
-                await self._load(key, periods[scope])
+            for key in keys:
+                await self._load(key, periods[key.cap])
             # From here to the return nothing awaits: the check and the hold are one step.
             if all(key in self._spent for key in keys):
                 break  # else a new day began while reading and dropped a key: read again
-        exceeded: list[tuple[Scope, BudgetPeriod]] = []
-        for key, scope in zip(keys, scopes, strict=True):
-            cap = caps[scope]
+        exceeded: list[_Key] = []
+        for key in keys:
+            cap = caps[key.cap]
             if cap is None:
                 continue
             if worst_case_micros is None or (
                 worst_case_micros > 0
                 and self._spent[key] + self._reserved[key] + worst_case_micros > cap
             ):
-                exceeded.append((scope, periods[scope]))
+                exceeded.append(key)
+                # An unpriced call is refused at any spending: it reaches no cap.
+                if worst_case_micros is not None:
+                    self._reached(key, cap)
         if exceeded:
-            scope, period = max(exceeded, key=lambda item: item[1].end)
-            raise BudgetExceeded(scope.value, period.end)
+            first = max(exceeded, key=lambda key: periods[key.cap].end)
+            raise BudgetExceeded(first.cap.name, periods[first.cap].end)
         held = worst_case_micros or 0
         for key in keys:
             self._reserved[key] += held
@@ -221,71 +305,81 @@ class BudgetManager:
             self._reserved[key] -= held
             if key in self._spent:
                 self._spent[key] += actual
-        crossed = self._crossed(keys) if self.alert_sink is not None else []
-        for key, thresholds, spent, cap in crossed:
+        if self.alert_sink is None:
+            return
+        for key, thresholds, spent, cap in self._crossed(keys):
             self._spawn(self._send_alert(key, thresholds, spent, cap))
 
     # ---- run-time changes and status -----------------------------------------------------
 
     async def set_cap(
-        self, guild_id: int, scope: Scope | str, cap_micros: int | None, *, changed_by: int
+        self,
+        guild_id: int,
+        scope: Cap | Scope | str,
+        cap_micros: int | None,
+        *,
+        changed_by: int,
     ) -> BudgetChange:
-        """Store a new cap for the guild (None: no cap), with who changed it and when."""
-        scope = Scope(scope)
+        """Store a new cap for the guild (None: no cap), with who changed it and when.
+        `scope` names the cap: a Scope, or "feature_daily:summary" for a feature's."""
+        cap = Cap.of(scope)
         if cap_micros is not None and cap_micros < 0:
             raise ValueError("a cap cannot be negative")
         async with self._guild_locks[guild_id]:
             caps = await self._caps_locked(guild_id)
             change = await self.store.add_change(
                 guild_id=guild_id,
-                scope=scope.value,
+                scope=cap.name,
                 cap_micros=cap_micros,
                 changed_by=changed_by,
-                previous_micros=caps[scope],
+                previous_micros=caps[cap],
                 changed_at=self._clock(),
             )
-            self._changes[guild_id][scope] = change
+            self._changes[guild_id][cap] = change
         log.info(
             "budget_changed",
             guild_id=guild_id,
-            scope=scope.value,
+            scope=cap.name,
             cap_micros=cap_micros,
             previous_micros=change.previous_micros,
             changed_by=changed_by,
         )
         return change
 
-    async def cap(self, guild_id: int, scope: Scope | str) -> int | None:
+    async def cap(self, guild_id: int, scope: Cap | Scope | str) -> int | None:
         """The cap in force (micro-dollars), None when there is none."""
-        return (await self._caps(guild_id))[Scope(scope)]
+        return (await self._caps(guild_id))[Cap.of(scope)]
 
     async def status(self, guild_id: int, user_id: int | None = None) -> list[ScopeStatus]:
-        """Every cap of the guild with what is spent and held now; the user_daily line
-        shows `user_id`'s own spending (0 without one)."""
+        """The guild's caps with what is spent and held now: the guild's and the
+        members' always, a feature's only when it has a cap or a `/budget` change (five
+        "no cap" lines would hide the ones that matter). The user_daily line shows
+        `user_id`'s own spending (0 without one)."""
         now = self._clock()
         statuses = []
         caps = await self._caps(guild_id)
-        for scope in Scope:
-            period = period_of(scope, now)
+        for cap in CAPS:
+            change = self._changes[guild_id].get(cap)
+            if cap.feature is not None and caps[cap] is None and change is None:
+                continue
+            period = period_of(cap, now)
             spent = reserved = 0
-            if scope is not Scope.USER_DAILY or user_id is not None:
-                key: _Key = (
-                    scope,
-                    guild_id,
-                    user_id if scope is Scope.USER_DAILY else None,
-                    period.key,
+            if cap.scope is not Scope.USER_DAILY or user_id is not None:
+                key = _Key(
+                    cap, guild_id, user_id if cap.scope is Scope.USER_DAILY else None, period.key
                 )
                 await self._load(key, period)
                 spent, reserved = self._spent.get(key, 0), self._reserved.get(key, 0)
             statuses.append(
                 ScopeStatus(
-                    scope=scope,
-                    cap_micros=caps[scope],
-                    change=self._changes[guild_id].get(scope),
+                    scope=cap.scope,
+                    cap_micros=caps[cap],
+                    change=change,
                     spent_micros=spent,
                     reserved_micros=reserved,
                     resets_at=period.end,
                     period_key=period.key,
+                    feature=cap.feature,
                 )
             )
         return statuses
@@ -304,20 +398,24 @@ class BudgetManager:
 
     # ---- internals -----------------------------------------------------------------------
 
-    def _scopes(self, context: CallContext) -> list[Scope]:
+    @staticmethod
+    def _caps_of(context: CallContext) -> list[Cap]:
+        """The caps a call counts against, capped or not (see `_load`); the guild's
+        first, so that of caps freeing up at the same time a refusal names the widest."""
         if context.guild_id is None:
             return []
-        scopes = [Scope.GUILD_DAILY, Scope.GUILD_MONTHLY]
+        caps = [Cap(Scope.GUILD_DAILY), Cap(Scope.GUILD_MONTHLY)]
         if context.user_id is not None and context.feature in USER_CAPPED_FEATURES:
-            scopes.append(Scope.USER_DAILY)
-        return scopes
+            caps.append(Cap(Scope.USER_DAILY))
+        caps.append(Cap(Scope.FEATURE_DAILY, Feature(context.feature)))
+        return caps
 
     @staticmethod
-    def _key(scope: Scope, context: CallContext, period: BudgetPeriod) -> _Key:
-        user = context.user_id if scope is Scope.USER_DAILY else None
-        return (scope, _guild_of(context), user, period.key)
+    def _key(cap: Cap, context: CallContext, period: BudgetPeriod) -> _Key:
+        user = context.user_id if cap.scope is Scope.USER_DAILY else None
+        return _Key(cap, _guild_of(context), user, period.key)
 
-    async def _caps(self, guild_id: int) -> dict[Scope, int | None]:
+    async def _caps(self, guild_id: int) -> dict[Cap, int | None]:
         """Caps in force for the guild: its newest changes, else the TOML. The first
         call for a guild reads them under the guild's own lock; then they are in memory."""
         if guild_id not in self._changes:
@@ -325,21 +423,19 @@ class BudgetManager:
                 return await self._caps_locked(guild_id)
         return self._caps_in_force(guild_id)
 
-    async def _caps_locked(self, guild_id: int) -> dict[Scope, int | None]:
+    async def _caps_locked(self, guild_id: int) -> dict[Cap, int | None]:
         """`_caps` with the guild's lock held."""
         if guild_id not in self._changes:
             latest = await self.store.latest_changes(guild_id)
             self._changes[guild_id] = {
-                Scope(scope): change for scope, change in latest.items() if scope in Scope
+                cap: change
+                for name, change in latest.items()
+                if (cap := _cap_named(name)) is not None
             }
         return self._caps_in_force(guild_id)
 
-    def _caps_in_force(self, guild_id: int) -> dict[Scope, int | None]:
-        changes = self._changes[guild_id]
-        return {
-            scope: changes[scope].cap_micros if scope in changes else self._config_caps[scope]
-            for scope in Scope
-        }
+    def _caps_in_force(self, guild_id: int) -> dict[Cap, int | None]:
+        return {cap: self._cap_in_force(guild_id, cap) for cap in CAPS}
 
     async def _load(self, key: _Key, period: BudgetPeriod) -> None:
         """Read the period's spending from the ledger, once, under the key's own lock.
@@ -354,13 +450,17 @@ class BudgetManager:
         async with self._key_locks[key]:
             if key in self._spent:
                 return
-            scope, guild_id, user_id, _ = key
+            features: frozenset[Feature] | None = None
+            if key.cap.scope is Scope.USER_DAILY:
+                features = USER_CAPPED_FEATURES
+            elif key.cap.feature is not None:
+                features = frozenset({key.cap.feature})
             self._spent[key] = await self.ledger.spent_micros(
                 start=period.start,
                 end=period.end,
-                guild_id=guild_id,
-                user_id=user_id,
-                features=USER_CAPPED_FEATURES if scope is Scope.USER_DAILY else None,
+                guild_id=key.guild_id,
+                user_id=key.user_id,
+                features=features,
             )
 
     def _forget_old_periods(self, now: datetime) -> None:
@@ -370,30 +470,28 @@ class BudgetManager:
             return
         self._current_day = day
         current = {day, period_of(Scope.GUILD_MONTHLY, now).key}
-        for key in [k for k in self._spent if k[3] not in current]:
+        for key in [k for k in self._spent if k.period_key not in current]:
             if not self._reserved.get(key):
                 del self._spent[key]
                 self._reserved.pop(key, None)
-        for key in [k for k, lock in self._key_locks.items() if k[3] not in current]:
+        for key in [k for k in self._key_locks if k.period_key not in current]:
             if not self._key_locks[key].locked():
                 del self._key_locks[key]
-        self._alerted = {item for item in self._alerted if item[0][3] in current}
+        self._alerted = {item for item in self._alerted if item[0].period_key in current}
 
     def _crossed(self, keys: Iterable[_Key]) -> list[tuple[_Key, list[int], int, int]]:
-        """Thresholds newly passed by real spending, per alerted guild cap."""
+        """Thresholds newly passed by real spending, per cap (see `_thresholds`)."""
         found = []
         for key in keys:
-            scope, guild_id, _, _ = key
-            if scope not in ALERTED_SCOPES or key not in self._spent:
+            if key not in self._spent:
                 continue
-            change = self._changes.get(guild_id, {}).get(scope)
-            cap = change.cap_micros if change is not None else self._config_caps[scope]
+            cap = self._cap_in_force(key.guild_id, key.cap)
             if not cap:  # no cap, or 0: nothing is spent, nothing to warn about
                 continue
             spent = self._spent[key]
             new = [
                 pct
-                for pct in self.thresholds
+                for pct in self._thresholds(key.cap)
                 if spent * 100 >= pct * cap and (key, pct) not in self._alerted
             ]
             if new:
@@ -401,32 +499,70 @@ class BudgetManager:
                 found.append((key, new, spent, cap))
         return found
 
+    def _reached(self, key: _Key, cap: int) -> None:
+        """A cap stopped a call: its 100 % alert, once, with the lower thresholds not
+        sent yet (see the module docstring). Never awaits: it runs inside `reserve`'s
+        check."""
+        if self.alert_sink is None or not cap:
+            return  # no sink (the CLI, tests); a cap of 0 is no one's surprise
+        thresholds = self._thresholds(key.cap)
+        if REACHED not in thresholds:
+            return  # the settings leave "spent" out of a guild cap's alerts
+        new = [pct for pct in thresholds if (key, pct) not in self._alerted]
+        if (key, REACHED) in self._alerted or not new:
+            return
+        self._alerted.update((key, pct) for pct in new)
+        self._spawn(self._send_alert(key, new, self._spent.get(key, 0), cap))
+
+    def _thresholds(self, cap: Cap) -> tuple[int, ...]:
+        """Every threshold of the settings for a guild cap, 100 % only for the others."""
+        return self.thresholds if cap.scope in GUILD_SCOPES else (REACHED,)
+
+    def _cap_in_force(self, guild_id: int, cap: Cap) -> int | None:
+        change = self._changes.get(guild_id, {}).get(cap)
+        return change.cap_micros if change is not None else self._config_caps[cap]
+
     async def _send_alert(self, key: _Key, thresholds: list[int], spent: int, cap: int) -> None:
         """Claim each threshold in budget_alerts; post one alert for the highest claimed.
 
         A spending jump past 50 and 80 % at once gives one message (80 %), not two.
         """
-        scope, guild_id, _, period_key = key
         claimed = [
             pct
             for pct in thresholds
             if await self.store.claim_alert(
-                guild_id=guild_id, scope=scope.value, period_key=period_key, threshold=pct
+                guild_id=key.guild_id,
+                scope=alert_scope(key.cap.name, key.user_id),
+                period_key=key.period_key,
+                threshold=pct,
             )
         ]
         sink = self.alert_sink
         if not claimed or sink is None:
             return
-        period = period_of(scope, datetime.fromisoformat(_period_start(period_key)))
+        if max(claimed) >= REACHED:
+            log.info(
+                "budget_cap_reached",
+                guild_id=key.guild_id,
+                user_id=key.user_id,
+                scope=key.cap.scope.value,
+                feature=key.cap.feature,
+                cap_micros=cap,
+                spent_micros=spent,
+                period=key.period_key,
+            )
+        start = datetime.fromisoformat(_period_start(key.period_key))
         await sink(
             Alert(
-                guild_id=guild_id,
-                scope=scope,
+                guild_id=key.guild_id,
+                scope=key.cap.scope,
                 threshold=max(claimed),
-                period_key=period_key,
+                period_key=key.period_key,
                 spent_micros=spent,
                 cap_micros=cap,
-                resets_at=period.end,
+                resets_at=period_of(key.cap, start).end,
+                user_id=key.user_id,
+                feature=key.cap.feature,
             )
         )
 
@@ -441,6 +577,15 @@ def _guild_of(context: CallContext) -> int:
     if context.guild_id is None:
         raise ValueError("budget scopes apply to calls in a guild only")
     return context.guild_id
+
+
+def _cap_named(name: str) -> Cap | None:
+    """The cap a stored `budget_changes.scope` names; None for one this version does not
+    know (a feature since removed): its rows stay as history and cap nothing."""
+    try:
+        return Cap.of(name)
+    except ValueError:
+        return None
 
 
 def _period_start(period_key: str) -> str:
