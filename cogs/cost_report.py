@@ -6,6 +6,10 @@ attaches the files. Members are shown as <@id> mentions, which never ping (no me
 allowed), and the answer is private to the admin unless asked otherwise. The members'
 feedback on the bot's answers (answers, helpful rate, solved, cost per solved thread)
 is a field of its own for the period and a second line under each top entry.
+
+The chart's cap line and the footer follow the guild's daily cap day by day, `/budget`
+changes included (ibot.services.cap_history: the same history `ibot costs report`
+draws). "Calls" says that refused and failed calls are counted too.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import nextcord
-import structlog
 from nextcord import SlashOption
 from nextcord.ext import commands
 
 from cogs._render import EMBED_COLOUR, NO_MENTIONS, invoker, member_facts
+from cogs.budget import cap_text
 from ibot.app import Services
 from ibot.db.reports import NO_KEY, GroupBy, ReportRow
 from ibot.i18n import t
@@ -32,6 +36,7 @@ from ibot.periods import (
     choose_period,
     period_days,
 )
+from ibot.services.cap_history import CapHistory
 from ibot.services.permissions import Access
 from ibot.services.report_render import NONE_SHOWN, rate_percent
 from ibot.services.report_view import (
@@ -43,11 +48,10 @@ from ibot.services.report_view import (
     render_chart_async,
 )
 
-log = structlog.get_logger("ibot.cost_report")
-
 CHART_FILE = "costs.png"
 CSV_FILE = "ledger.csv"
 GROUP_CHOICES = ("feature", "user", "model", "channel", "day")
+CAP_CHANGES_SHOWN = 5  # the newest /budget changes named in the footer (2048 characters)
 
 
 class CostReportCog(commands.Cog):
@@ -136,35 +140,25 @@ class CostReportCog(commands.Cog):
         await interaction.response.defer(ephemeral=private)
         guild_id = interaction.guild_id
         sessionmaker = self.services.sessionmaker
-        view = await build_report_view(sessionmaker, chosen, group_by, guild_id=guild_id)
-        cap = await self._daily_cap(guild_id)
+        view = await build_report_view(
+            sessionmaker,
+            chosen,
+            group_by,
+            guild_id=guild_id,
+            configured_cap_micros=self.services.settings.budgets.guild_daily_micros,
+        )
         chart = await render_chart_async(
-            view.daily, period_days(chosen), daily_cap_micros=cap, text=self._chart_text()
+            view.daily, period_days(chosen), caps=view.caps, text=self._chart_text()
         )
         files = [nextcord.File(io.BytesIO(chart), filename=CHART_FILE)]
         if export:
             rows = await export_rows_csv(sessionmaker, chosen, guild_id=guild_id)
             files.append(nextcord.File(io.BytesIO(rows.encode()), filename=CSV_FILE))
         name = _period_name(period, first, last, chosen, self.lang)
-        embed = report_embed(view, name, cap, self.lang)
+        embed = report_embed(view, name, self.lang)
         await interaction.followup.send(
             embed=embed, files=files, ephemeral=private, allowed_mentions=NO_MENTIONS
         )
-
-    async def _daily_cap(self, guild_id: int | None) -> int | None:
-        """The guild's daily cap in force: the one set with /budget when the budget
-        service knows it, else the configured one."""
-        configured = self.services.settings.budgets.guild_daily_micros
-        budgets = getattr(self.services, "budgets", None)
-        cap_of = getattr(budgets, "cap", None)
-        if guild_id is None or cap_of is None:
-            return configured
-        try:
-            cap: int | None = await cap_of(guild_id, "guild_daily")
-        except Exception:  # the line on a chart is not worth failing the report for
-            log.warning("daily_cap_unavailable", guild_id=guild_id, exc_info=True)
-            return configured
-        return cap
 
     def _chart_text(self) -> ChartText:
         return ChartText(
@@ -176,8 +170,9 @@ class CostReportCog(commands.Cog):
         )
 
 
-def report_embed(view: ReportView, period_name: str, cap: int | None, lang: str) -> nextcord.Embed:
-    """Totals with their change, the top entries and the chart, in one embed."""
+def report_embed(view: ReportView, period_name: str, lang: str) -> nextcord.Embed:
+    """Totals with their change, the top entries and the chart, in one embed; the
+    footer names the daily cap in force and its `/budget` changes in the period."""
     report = view.report
     embed = nextcord.Embed(
         title=t("cost_report.title", lang, period=period_name),
@@ -185,7 +180,9 @@ def report_embed(view: ReportView, period_name: str, cap: int | None, lang: str)
         colour=EMBED_COLOUR,
     )
     embed.add_field(
-        name=t("cost_report.calls", lang), value=_figure(view.calls, _count, lang), inline=True
+        name=t("cost_report.calls", lang),
+        value=f"{_figure(view.calls, _count, lang)}\n*({t('cost_report.calls_note', lang)})*",
+        inline=True,
     )
     embed.add_field(
         name=t("cost_report.tokens", lang), value=_figure(view.tokens, _count, lang), inline=True
@@ -199,13 +196,36 @@ def report_embed(view: ReportView, period_name: str, cap: int | None, lang: str)
         inline=False,
     )
     notes = [_range_text(report.period, view.previous, lang)]
-    if cap is not None:
-        notes.append(t("cost_report.daily_cap", lang, cap=format_usd(cap)))
+    if view.caps is not None and view.caps.drawn:
+        notes.extend(_cap_notes(view.caps, lang))
     if report.totals.unknown_cost_calls:
         notes.append(t("cost_report.unpriced", lang, count=report.totals.unknown_cost_calls))
     embed.set_footer(text="\n".join(notes))
     embed.set_image(url=f"attachment://{CHART_FILE}")
     return embed
+
+
+def _cap_notes(caps: CapHistory, lang: str) -> list[str]:
+    """The cap at the end of the period, then the newest changes made in it."""
+    if caps.in_force is None:
+        notes = [t("cost_report.daily_cap_none", lang)]
+    else:
+        notes = [t("cost_report.daily_cap", lang, cap=cap_text(caps.in_force, lang))]
+    if caps.changes:
+        shown = [
+            t(
+                "cost_report.cap_change",
+                lang,
+                day=f"{change.changed_at:%Y-%m-%d}",
+                before=cap_text(change.previous_micros, lang),
+                after=cap_text(change.cap_micros, lang),
+            )
+            for change in caps.changes[-CAP_CHANGES_SHOWN:]
+        ]
+        if len(caps.changes) > CAP_CHANGES_SHOWN:
+            shown.insert(0, "…")
+        notes.append(t("cost_report.cap_changes", lang, changes=", ".join(shown)))
+    return notes
 
 
 def _top_text(view: ReportView, lang: str) -> str:

@@ -15,6 +15,11 @@ counts). A figure that has no value (a rate without votes, a cost per solved thr
 with nothing solved) is "—" in the table, a blank cell in CSV and null in JSON: never a
 division by zero, never a misleading 0. Rates are rounded half up: to 0.1 % in the
 table, to 4 decimals in CSV and JSON, beside the exact vote counts.
+
+"calls" counts every ledger row, whatever its status: answered (ok, fallback), failed
+(error) and refused by a budget. The table says so under the TOTAL line and the JSON
+lists the statuses counted (CALLS_COUNTED), so that nobody reads it as answers given;
+grouping by status splits them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from fractions import Fraction
 from typing import Any
 
 from ibot.db.reports import ReportRow
-from ibot.domain import LedgerRow
+from ibot.domain import CallStatus, LedgerRow
 from ibot.money import exact_usd
 from ibot.services.reports import CostReport
 
@@ -45,6 +50,8 @@ _TABLE_COLUMNS = (
 )
 NONE_SHOWN = "—"  # a rate without votes, a cost per solved thread with nothing solved
 RATE_DIGITS = 4  # decimals of the helpful rate in CSV and JSON
+CALLS_COUNTED = tuple(status.value for status in CallStatus)  # every row: see the docstring
+CALLS_LEGEND = "calls: every call, refused and failed ones included (group by status to split them)"
 
 
 def rate_decimal(rate: Fraction | None, digits: int = RATE_DIGITS) -> str:
@@ -92,6 +99,7 @@ def render_table(report: CostReport) -> str:
     if report.other_groups:
         out.append(f"… and {report.other_groups} more {report.group_by} group(s)")
     out.append(line(total))
+    out.append(CALLS_LEGEND)
     if report.totals.unknown_cost_calls:
         out.append(
             f"{report.totals.unknown_cost_calls} call(s) used a model with no known price: "
@@ -198,6 +206,7 @@ def render_json(report: CostReport) -> str:
         },
         "group_by": str(report.group_by),
         "guild_id": report.guild_id,
+        "calls_counted": list(CALLS_COUNTED),  # the statuses "calls" includes: all of them
         "rows": [_row_json(row) for row in report.rows],
         "other_groups": report.other_groups,
         "totals": _row_json(report.totals),

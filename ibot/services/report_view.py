@@ -4,8 +4,10 @@ Discord-free, like reports.py underneath it: /cost-report and `ibot costs report
 build on `build_report_view`, and the chart is plain PNG bytes. Every figure is summed
 by the database; only the previous-period comparison is arithmetic here, on integers.
 The periods themselves (choose_period, previous_period, period_days) are ibot.periods.
+For one guild the view also carries its daily cap of each day (ibot.services.cap_history),
+so that the chart's cap line, the embed and the terminal follow the `/budget` changes.
 
-matplotlib is imported inside `render_chart` only: it takes about a second to import,
+matplotlib is imported inside `chart_figure` only: it takes about a second to import,
 and the bot must not pay that at start for a command an admin runs now and then.
 """
 
@@ -25,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ibot.db.ledger import Ledger
 from ibot.db.reports import DailyCost, GroupBy
 from ibot.money import MICROS_PER_USD, exact_usd
-from ibot.periods import Period, previous_period
+from ibot.periods import Period, period_days, previous_period
+from ibot.services.cap_history import CapHistory, cap_history
 from ibot.services.report_render import render_json, render_rows_csv
 from ibot.services.reports import CostReport, cost_report, daily_cost_by_feature, ledger_rows
 
@@ -46,6 +49,7 @@ _FEATURE_COLOURS = {
 }
 _OTHER_COLOURS = ("#9B59B6", "#1ABC9C", "#E67E22", "#95A5A6", "#34495E")
 CAP_COLOUR = "#ED4245"  # used by nothing else, so that the cap line stands out
+CAP_LINE_ID = "daily-cap"  # the gid of the cap's Line2D in chart_figure's Figure
 
 
 # --- the report ----------------------------------------------------------------------
@@ -89,6 +93,7 @@ class ReportView:
     tokens: Change  # prompt + completion tokens (cached and image tokens are prompt tokens)
     cost: Change  # known costs, micro-dollars
     daily: list[DailyCost]  # for the chart
+    caps: CapHistory | None = None  # the guild's daily cap per day; None: not one guild
 
     @property
     def period(self) -> Period:
@@ -103,14 +108,19 @@ async def build_report_view(
     guild_id: int | None = None,
     top: int | None = TOP,
     now: datetime | None = None,
+    configured_cap_micros: int | None = None,
 ) -> ReportView:
     """The report of `period` grouped by `group_by` (the first `top` groups; None: all),
-    the change against the previous period of the same length, and the daily cost by
-    feature."""
+    the change against the previous period of the same length, the daily cost by
+    feature, and for one guild its daily cap of each day (`configured_cap_micros`, the
+    TOML's, until a `/budget set` changed it)."""
     report = await cost_report(sessionmaker, period, group_by, guild_id=guild_id, top=top)
     before = previous_period(period, now=now)
     old = await Ledger(sessionmaker).totals(start=before.start, end=before.end, guild_id=guild_id)
     daily = await daily_cost_by_feature(sessionmaker, period, guild_id=guild_id)
+    caps = None
+    if guild_id is not None:
+        caps = await cap_history(sessionmaker, guild_id, period_days(period), configured_cap_micros)
     totals = report.totals
     return ReportView(
         report=report,
@@ -122,6 +132,7 @@ async def build_report_view(
         ),
         cost=Change(totals.cost_micros, old.cost_micros),
         daily=daily,
+        caps=caps,
     )
 
 
@@ -136,7 +147,8 @@ async def export_rows_csv(
 
 
 def render_comparison(view: ReportView) -> str:
-    """Two lines for the terminal, under the table: the previous period, and the change."""
+    """Lines for the terminal, under the table: the previous period, the change, and for
+    one guild its daily cap (and the `/budget` changes of the period)."""
     previous = (
         f"Previous period ({view.previous.label}): {view.calls.previous} calls, "
         f"{view.tokens.previous} tokens, {exact_usd(view.cost.previous)} USD"
@@ -149,7 +161,23 @@ def render_comparison(view: ReportView) -> str:
             ("cost", view.cost, lambda micros: f"{exact_usd(micros)} USD"),
         )
     )
-    return f"{previous}\nChange: {changes}\n"
+    return f"{previous}\nChange: {changes}\n" + _cap_lines(view.caps)
+
+
+def _cap_lines(caps: CapHistory | None) -> str:
+    if caps is None or not caps.drawn:
+        return ""
+    lines = [f"Daily cap in force: {_cap_usd(caps.in_force)}"]
+    lines.extend(
+        f"  changed with /budget on {change.changed_at:%Y-%m-%d %H:%M} UTC: "
+        f"{_cap_usd(change.previous_micros)} -> {_cap_usd(change.cap_micros)}"
+        for change in caps.changes
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _cap_usd(micros: int | None) -> str:
+    return "no cap" if micros is None else f"{exact_usd(micros)} USD"
 
 
 def render_view_json(view: ReportView) -> str:
@@ -178,7 +206,29 @@ def render_view_json(view: ReportView) -> str:
             ("cost_micros", view.cost),
         )
     }
+    if view.caps is not None:
+        document["daily_cap"] = _caps_json(view.caps)
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _caps_json(caps: CapHistory) -> dict[str, object]:
+    """The cap at the end of the period, each day's (null: no cap) and the changes."""
+    return {
+        "in_force_micros": caps.in_force,
+        "days": [
+            {"day": day.isoformat(), "cap_micros": cap}
+            for day, cap in zip(caps.days, caps.caps, strict=True)
+        ],
+        "changes": [
+            {
+                "changed_at": change.changed_at.isoformat(),
+                "changed_by": change.changed_by,
+                "previous_micros": change.previous_micros,
+                "cap_micros": change.cap_micros,
+            }
+            for change in caps.changes
+        ],
+    }
 
 
 def _signed(number: int, show: Callable[[int], str]) -> str:
@@ -199,20 +249,104 @@ class ChartText:
     empty: str = "No spending in this period"
 
 
+@dataclass(frozen=True, slots=True)
+class ChartData:
+    """What the chart plots, in integers, day by day: the bars of each feature and the
+    daily cap in force (None: no cap that day, so no line).
+
+    Written into the PNG as a text chunk (CHART_DATA_KEY), so that what was drawn can be
+    checked, and reused, from the file alone: a test reads the cap line back from the
+    attachment the admin got, not from pixels.
+    """
+
+    days: tuple[date, ...]
+    cost_micros: dict[str, tuple[int, ...]]  # feature -> one sum per day
+    cap_micros: tuple[int | None, ...]  # one per day; empty: no cap line at all
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "days": [day.isoformat() for day in self.days],
+                "cost_micros": {name: list(values) for name, values in self.cost_micros.items()},
+                "cap_micros": list(self.cap_micros),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ChartData:
+        document = json.loads(text)
+        return cls(
+            days=tuple(date.fromisoformat(day) for day in document["days"]),
+            cost_micros={name: tuple(v) for name, v in document["cost_micros"].items()},
+            cap_micros=tuple(document["cap_micros"]),
+        )
+
+
+CHART_DATA_KEY = "ibot-chart-data"  # the PNG text chunk that holds ChartData.to_json()
+
+
+def chart_data(
+    daily: Sequence[DailyCost],
+    days: Sequence[date],
+    *,
+    daily_cap_micros: int | None = None,
+    caps: CapHistory | None = None,
+) -> ChartData:
+    """The chart's numbers: every DailyCost summed into its feature and day (days
+    outside `days` are left out), and the cap of each day: `caps` when given (the
+    history of the guild's cap), else `daily_cap_micros` on every day."""
+    days = list(days) or sorted({item.day for item in daily})
+    index = {day: n for n, day in enumerate(days)}
+    features = sorted({item.feature for item in daily}, key=_feature_order)
+    sums = {feature: [0] * len(days) for feature in features}
+    for item in daily:
+        if item.day in index:
+            sums[item.feature][index[item.day]] += item.cost_micros
+    cap_micros: tuple[int | None, ...] = ()
+    if caps is not None and caps.drawn:
+        by_day = dict(zip(caps.days, caps.caps, strict=True))
+        cap_micros = tuple(by_day.get(day, caps.in_force) for day in days)
+    elif caps is None and daily_cap_micros is not None:
+        cap_micros = (daily_cap_micros,) * len(days)
+    return ChartData(
+        days=tuple(days),
+        cost_micros={feature: tuple(values) for feature, values in sums.items()},
+        cap_micros=cap_micros,
+    )
+
+
+def read_chart_data(png: bytes) -> ChartData | None:
+    """The ChartData a PNG of `render_chart` carries; None for any other image."""
+    from PIL import Image  # a dependency of matplotlib; lazy for the same reason
+
+    with Image.open(io.BytesIO(png)) as image:
+        text = image.info.get(CHART_DATA_KEY)
+    return ChartData.from_json(text) if isinstance(text, str) else None
+
+
 def render_chart(
     daily: Sequence[DailyCost],
     days: Sequence[date],
     *,
     daily_cap_micros: int | None = None,
+    caps: CapHistory | None = None,
     text: ChartText | None = None,
 ) -> bytes:
-    """A PNG (CHART_SIZE pixels) of the daily spend as bars stacked by feature, with a
-    horizontal line at the daily cap when there is one.
+    """A PNG (CHART_SIZE pixels) of the daily spend as bars stacked by feature, with the
+    daily cap in force as a step line (`caps`: it follows the `/budget` changes; else a
+    flat `daily_cap_micros`), and the plotted numbers as ChartData inside the file.
 
     Blocking (tens of milliseconds, a second on first import): call it through
-    `render_chart_async` from async code. Uses matplotlib's object API, not pyplot, so
-    that charts drawn in parallel threads share no global figure state.
+    `render_chart_async` from async code.
     """
+    data = chart_data(daily, days, daily_cap_micros=daily_cap_micros, caps=caps)
+    return _png(chart_figure(data, text), {CHART_DATA_KEY: data.to_json()})
+
+
+def chart_figure(data: ChartData, text: ChartText | None = None) -> Figure:
+    """The matplotlib Figure of `data`. Uses matplotlib's object API, not pyplot, so that
+    charts drawn in parallel threads share no global figure state."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,41 +355,64 @@ def render_chart(
     from matplotlib.ticker import FuncFormatter
 
     text = text or ChartText()
-    days = list(days) or sorted({item.day for item in daily})
-    index = {day: n for n, day in enumerate(days)}
-    features = sorted({item.feature for item in daily}, key=_feature_order)
-    dollars = {feature: [0.0] * len(days) for feature in features}
-    for item in daily:
-        if item.day in index:  # floats for drawing only; every sum was done on integers
-            dollars[item.feature][index[item.day]] += item.cost_micros / MICROS_PER_USD
-
+    days = data.days
     width, height = CHART_SIZE
     figure = Figure(figsize=(width / _CHART_DPI, height / _CHART_DPI), dpi=_CHART_DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     positions = list(range(len(days)))
     bottom = [0.0] * len(days)
-    for n, feature in enumerate(features):
-        values = dollars[feature]
+    for n, (feature, micros) in enumerate(data.cost_micros.items()):
+        values = [m / MICROS_PER_USD for m in micros]  # floats for drawing only
         axes.bar(positions, values, bottom=bottom, label=feature, color=_colour(feature, n))
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    if daily_cap_micros is not None:
-        cap = daily_cap_micros / MICROS_PER_USD
-        axes.axhline(cap, color=CAP_COLOUR, linestyle="--", linewidth=2, label=text.cap_label)
-    if not features:
+    caps = [c / MICROS_PER_USD for c in data.cap_micros if c is not None]
+    if data.cap_micros:
+        _cap_line(axes, data.cap_micros, text.cap_label)
+    if not data.cost_micros:
         axes.text(0.5, 0.5, text.empty, transform=axes.transAxes, ha="center", va="center")
     axes.set_title(text.title)
     axes.set_xlabel(text.x_label)
     axes.set_ylabel(text.y_label)
     axes.yaxis.set_major_formatter(FuncFormatter(_usd_tick))
-    highest = max([*bottom, 0.0, 0.0 if daily_cap_micros is None else cap])
+    highest = max([*bottom, *caps, 0.0])
     axes.set_ylim(0, highest * 1.12 if highest > 0 else 1)  # room above the cap line
     _day_ticks(axes, days)
     axes.grid(axis="y", alpha=0.3)
-    if features or daily_cap_micros is not None:
+    if data.cost_micros or caps:
         axes.legend(loc="upper left", fontsize="small")
     figure.subplots_adjust(left=0.09, right=0.98, top=0.91, bottom=0.16)
-    return _png(figure)
+    return figure
+
+
+def _cap_line(axes: Axes, cap_micros: Sequence[int | None], label: str) -> None:
+    """The cap as steps over the bars (day n spans n - 0.5 to n + 0.5), broken on the
+    days without a cap, each new value written above its first day."""
+    nan = float("nan")
+    dollars = [nan if c is None else c / MICROS_PER_USD for c in cap_micros]
+    edges = [n - 0.5 for n in range(len(dollars) + 1)]
+    axes.plot(
+        edges,
+        [*dollars, dollars[-1]],
+        drawstyle="steps-post",
+        color=CAP_COLOUR,
+        linestyle="--",
+        linewidth=2,
+        label=label,
+        gid=CAP_LINE_ID,
+    )
+    previous: int | None = None
+    for n, cap in enumerate(cap_micros):
+        if cap is not None and cap != previous:
+            axes.annotate(
+                _usd_tick(cap / MICROS_PER_USD, None),
+                (n - 0.45, cap / MICROS_PER_USD),
+                textcoords="offset points",
+                xytext=(0, 3),
+                color=CAP_COLOUR,
+                fontsize="small",
+            )
+        previous = cap
 
 
 async def render_chart_async(
@@ -263,11 +420,17 @@ async def render_chart_async(
     days: Sequence[date],
     *,
     daily_cap_micros: int | None = None,
+    caps: CapHistory | None = None,
     text: ChartText | None = None,
 ) -> bytes:
     """`render_chart` in a worker thread: drawing must not stall the bot's heartbeats."""
     return await asyncio.to_thread(
-        render_chart, list(daily), list(days), daily_cap_micros=daily_cap_micros, text=text
+        render_chart,
+        list(daily),
+        list(days),
+        daily_cap_micros=daily_cap_micros,
+        caps=caps,
+        text=text,
     )
 
 
@@ -295,7 +458,7 @@ def _day_ticks(axes: Axes, days: Sequence[date]) -> None:
     axes.set_xlim(-0.6, max(len(days), 1) - 0.4)
 
 
-def _png(figure: Figure) -> bytes:
+def _png(figure: Figure, metadata: dict[str, str]) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_CHART_DPI)
+    figure.savefig(buffer, format="png", dpi=_CHART_DPI, metadata=metadata)
     return buffer.getvalue()
