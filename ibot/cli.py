@@ -2,7 +2,10 @@
 
 Every command loads and validates the settings first: a bad value prints one line
 naming the key and exits with code 2. Heavy imports (nextcord, the fakes, torch) happen
-inside the commands that need them, so `ibot --help` stays fast and torch-free.
+inside the commands that need them, so `ibot --help` stays fast and torch-free (and
+free of aiohttp, nextcord, SQLAlchemy: tests/test_cli_startup.py). A start-up failure
+the user can fix (database, Discord, a path) is one line and exit code 2 too: `main`
+hands it to ibot/startup_errors.py.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import mimetypes
+import sys
 from collections.abc import Coroutine
 from enum import StrEnum
 from pathlib import Path
@@ -17,24 +21,36 @@ from typing import TYPE_CHECKING, Annotated, Any, assert_never
 
 import typer
 
-from ibot.cli_options import ConfigOption
-from ibot.config import ConfigError, Settings, fail_on_config_error, load_settings
+from ibot import startup_errors
+from ibot.cli_options import (
+    HELP_MARKUP,
+    ConfigOption,
+    full_log,
+    global_options,
+    level_from_environment,
+)
 from ibot.finetune.cli import finetune_app
 from ibot.kb_cli import kb_app
 from ibot.llm.serve_local import serve_local_command
 
 if TYPE_CHECKING:
+    from ibot.config import Settings
     from ibot.services.report_view import ReportView
+
 
 app = typer.Typer(
     help="iBot: an AI help assistant for Discord forum communities.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=HELP_MARKUP,
+    callback=global_options,
 )
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-costs_app = typer.Typer(help="Cost reports from the ledger.", no_args_is_help=True)
-config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
+costs_app = typer.Typer(
+    help="Cost reports from the ledger.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP
+)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True, rich_markup_mode=HELP_MARKUP)
 app.add_typer(db_app, name="db")
 app.add_typer(costs_app, name="costs")
 app.add_typer(config_app, name="config")
@@ -50,16 +66,30 @@ class OutputFormat(StrEnum):
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
-    """Load settings and configure logging, or exit 2 with one clear line."""
-    from ibot.logging import configure_logging
+    """Load settings and configure logging, or exit 2 with one clear line.
+
+    A command run by hand logs only warnings and errors: its user wants the answer and
+    its cost, not Alembic's and the gateway's info lines around it. `--verbose`, a level
+    set in the environment (IBOT_LOG_LEVEL, IBOT_LOGGING__LEVEL) and the bot itself
+    (`ibot run`) log at the configured level (IBOT_LOG_LEVEL's, when set).
+    """
+    from ibot.config import ConfigError, fail_on_config_error, load_settings
+    from ibot.logging import LEVELS, configure_logging, quiet_level
 
     try:
         settings = load_settings(config, **overrides)
     except ConfigError as err:
         fail_on_config_error(err)
-    configure_logging(
-        settings.logging.format, settings.logging.level, secrets=settings.secret_values()
-    )
+    startup_errors.remember_database_url(settings.database_url)
+    level: str | int = settings.logging.level
+    if (short := level_from_environment()) is not None:
+        if short not in LEVELS:
+            typer.echo(f"error: IBOT_LOG_LEVEL={short} is not one of {', '.join(LEVELS)}", err=True)
+            raise typer.Exit(2)
+        level = short
+    if not full_log():
+        level = quiet_level(level)
+    configure_logging(settings.logging.format, level, secrets=settings.secret_values())
     return settings
 
 
@@ -153,13 +183,9 @@ async def _ask(settings: Settings, question: str, paths: list[Path], author: str
 @app.command()
 def demo(config: ConfigOption = None) -> None:
     """Play the offline demo against the fake OpenAI server and print what users would see."""
-    from ibot.demo import run_demo
-    from ibot.logging import configure_logging
+    from ibot.demo import play_demo
 
-    settings = _settings(config)
-    # The transcript is the point: only warnings and errors go to the log.
-    configure_logging(settings.logging.format, "WARNING", secrets=settings.secret_values())
-    raise typer.Exit(_run(run_demo(settings, echo=typer.echo)))
+    raise typer.Exit(play_demo(_settings(config), echo=typer.echo))
 
 
 @app.command()
@@ -168,9 +194,9 @@ def run(config: ConfigOption = None) -> None:
     settings = _settings(config)
     if settings.discord_token is None:
         typer.echo("No Discord token configured (BOT_TOKEN): playing the offline demo instead.")
-        from ibot.demo import run_demo
+        from ibot.demo import play_demo
 
-        raise typer.Exit(_run(run_demo(settings, echo=typer.echo)))
+        raise typer.Exit(play_demo(settings, echo=typer.echo))
     from ibot.bot import run_bot
 
     raise typer.Exit(_run(run_bot(settings)))
@@ -191,6 +217,16 @@ def db_upgrade(config: ConfigOption = None) -> None:
     typer.echo(f"database at revision {revision}")
 
 
+def _group_by_choice(value: str) -> str:
+    """`--group-by`, checked against the report's groupings; a wrong one is a usage error
+    that lists them. (A str, not the enum, so that `ibot --help` needs no SQLAlchemy.)"""
+    from ibot.db.reports import GroupBy
+
+    if value not in set(GroupBy):
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(GroupBy)}.")
+    return value
+
+
 @costs_app.command("report")
 def costs_report(
     period: Annotated[
@@ -198,7 +234,11 @@ def costs_report(
     ] = "7d",
     group_by: Annotated[
         str,
-        typer.Option("--group-by", help="feature, user, model, channel, day, backend or status."),
+        typer.Option(
+            "--group-by",
+            help="feature, user, model, channel, day, backend or status.",
+            callback=_group_by_choice,
+        ),
     ] = "feature",
     output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.table,
     rows: Annotated[
@@ -210,7 +250,7 @@ def costs_report(
         typer.Option(
             "--chart",
             help="Also write the daily spend chart (PNG) to this file; with --guild, "
-            "the guild's configured daily cap is drawn on it.",
+            "the guild's daily cap of each day (its /budget changes too) is drawn on it.",
             dir_okay=False,
         ),
     ] = None,
@@ -231,6 +271,10 @@ def costs_report(
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    if chart is not None:  # before the queries, which take long on a big ledger
+        startup_errors.ensure_writable(chart, "--chart")
+
+    cap = settings.budgets.guild_daily_micros  # until a /budget set changed it (--guild)
 
     async def go() -> str:
         from ibot.db.engine import create_engine, make_sessionmaker
@@ -246,19 +290,28 @@ def costs_report(
                 view = None
                 if chart is not None:
                     view = await report_view.build_report_view(
-                        sessionmaker, chosen, grouping, guild_id=guild, top=None
+                        sessionmaker,
+                        chosen,
+                        grouping,
+                        guild_id=guild,
+                        top=None,
+                        configured_cap_micros=cap,
                     )
             else:
                 view = await report_view.build_report_view(
-                    sessionmaker, chosen, grouping, guild_id=guild, top=None
+                    sessionmaker,
+                    chosen,
+                    grouping,
+                    guild_id=guild,
+                    top=None,
+                    configured_cap_micros=cap,
                 )
                 text = _render_view(view, output)
         finally:
             await engine.dispose()
-        if chart is not None and view is not None:
-            cap = settings.budgets.guild_daily_micros if guild is not None else None
+        if chart is not None and view is not None:  # the cap of each day, /budget included
             png = await report_view.render_chart_async(
-                view.daily, periods.period_days(chosen), daily_cap_micros=cap
+                view.daily, periods.period_days(chosen), caps=view.caps
             )
             await asyncio.to_thread(chart.write_bytes, png)
         return text
@@ -280,10 +333,16 @@ def _render_view(view: ReportView, output: OutputFormat) -> str:
 
 @config_app.command("check")
 def config_check(config: ConfigOption = None) -> None:
-    """Validate the settings and say what is configured (secrets are never shown)."""
+    """Validate the settings, open the database, and say what is configured (secrets are
+    never shown)."""
     from ibot.pricing import PriceTable
 
     settings = _settings(config)
+    try:  # a URL can be well-formed and still name no database that answers
+        _run(startup_errors.probe_database(settings.database_url))
+    except Exception as exc:
+        typer.echo(startup_errors.database_line(exc, settings.database_url), err=True)
+        raise typer.Exit(startup_errors.EXIT_CODE) from None
     prices = PriceTable.load(Path(settings.prices_file))
     discord = settings.discord
     lines = [
@@ -294,7 +353,7 @@ def config_check(config: ConfigOption = None) -> None:
         f"  forums: {list(discord.forum_channel_ids) or 'none'}; "
         f"chat channels: {list(discord.gpt_channel_ids) or 'none'}",
         f"  language: {settings.prompts.language}",
-        f"  database: {_redact_url(settings.database_url)}",
+        f"  database: OK ({startup_errors.redact_url(settings.database_url)})",
         f"  prices: {settings.prices_file} (read on {prices.read_on}, {len(prices.models)} models)",
     ]
     for feature in ("auto_reply", "ask", "summary", "chat"):
@@ -303,18 +362,17 @@ def config_check(config: ConfigOption = None) -> None:
     typer.echo("\n".join(lines))
 
 
-def _redact_url(url: str) -> str:
-    """Hide a password in a database URL (postgresql://user:secret@host/db)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
-
-
 def main() -> None:
-    app()
+    """`ibot`: a start-up failure the user can fix (database, Discord, a path) ends in
+    one line on stderr and exit code 2; any other exception keeps its traceback."""
+    try:
+        app()
+    except Exception as exc:
+        line = startup_errors.describe(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        raise SystemExit(startup_errors.EXIT_CODE) from None
 
 
 if __name__ == "__main__":

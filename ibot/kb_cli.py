@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from ibot.cli_options import ConfigOption
+from ibot.cli_options import HELP_MARKUP, ConfigOption
 
 if TYPE_CHECKING:
     from ibot.config import Settings
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 kb_app = typer.Typer(
     help="The knowledge base of solved forum threads (lexical search, hybrid with embeddings).",
     no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -21,6 +22,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ibot.db.engine import create_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class _AlembicBoilerplate(logging.Filter):
+    """Drops the two lines Alembic logs on every run ("Context impl SQLiteImpl.", "Will
+    assume non-transactional DDL."): every `ibot` command and every start of the bot
+    upgrades the schema, and they say nothing about it. "Running upgrade …" lines stay."""
+
+    PREFIXES = ("Context impl ", "Will assume ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIXES)
+
+
+def _drop_alembic_boilerplate() -> None:
+    migration_log = logging.getLogger("alembic.runtime.migration")
+    if not any(isinstance(f, _AlembicBoilerplate) for f in migration_log.filters):
+        migration_log.addFilter(_AlembicBoilerplate())
+
+
+_drop_alembic_boilerplate()
 
 
 def alembic_config(url: str) -> Config:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from ibot.cli_options import ConfigOption
+from ibot.cli_options import HELP_MARKUP, ConfigOption
 from ibot.finetune.prepare import DEFAULT_WINDOW, InputFormat
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 finetune_app = typer.Typer(
     help="Fine-tune a GPT-2-family model (DialoGPT) for the local fallback.",
     no_args_is_help=True,
+    rich_markup_mode=HELP_MARKUP,
 )
 
 LOCAL_EXTRA_HINT = "fine-tuning needs torch and transformers: pip install 'ibot[local]'"

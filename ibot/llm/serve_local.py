@@ -26,11 +26,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
-from aiohttp import web
 
 from ibot.domain import (
     BackendError,
@@ -42,7 +41,13 @@ from ibot.domain import (
     LLMRequest,
     Role,
 )
-from ibot.llm.local import LocalBackend
+
+# aiohttp and the backend (pydantic settings, the engine) are imported where they are
+# used: `ibot --help` imports this module for the serve-local command's options only.
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from ibot.llm.local import LocalBackend
 
 log = structlog.get_logger("ibot.serve_local")
 
@@ -99,6 +104,8 @@ def build_app(
     backend: LocalBackend, *, api_key: str | None = None, served: list[BackendResponse] | None
 ) -> web.Application:
     """The aiohttp application; `served` (if given) collects every answer, for tests."""
+    from aiohttp import web
+
     handlers = _Handlers(backend, api_key, served)
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", handlers.chat)
@@ -119,6 +126,8 @@ async def start_server(
 
     `owns_backend`: `LocalServer.close()` also stops the backend.
     """
+    from aiohttp import web
+
     await backend.start()
     served: list[BackendResponse] = []
     app = build_app(backend, api_key=api_key, served=served)
@@ -150,9 +159,13 @@ class _Handlers:
         return hmac.compare_digest(sent.encode(), f"Bearer {self.api_key}".encode())
 
     async def health(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.json_response({"status": "ok", "model": self.backend.model_name})
 
     async def models(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         if not self._authorized(request):
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
         model = {
@@ -164,6 +177,8 @@ class _Handlers:
         return web.json_response({"object": "list", "data": [model]})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
         if not self._authorized(request):
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
         try:
@@ -270,6 +285,8 @@ async def _stream(
     include_usage: bool,
     headers: dict[str, str],
 ) -> web.StreamResponse:
+    from aiohttp import web
+
     out = web.StreamResponse(status=200, headers={**headers, "Content-Type": "text/event-stream"})
     await out.prepare(request)
     base = {
@@ -308,6 +325,8 @@ async def _stream(
 def _error(
     status: int, message: str, code: str, *, kind: str = "invalid_request_error"
 ) -> web.Response:
+    from aiohttp import web
+
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return web.json_response(body, status=status)
 
@@ -372,6 +391,7 @@ def serve_local_command(
     from pydantic import ValidationError
 
     from ibot.config import ConfigError, LocalModelSettings, fail_on_config_error, load_settings
+    from ibot.llm.local import LocalBackend
     from ibot.logging import configure_logging
 
     overrides: dict[str, Any] = {"path": str(model)}
