@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, cast
 import nextcord
 from nextcord.types.message import MessageReference as MessageReferencePayload
 
-from ibot.domain import Backend, ErrorKind, Usage
+from ibot.db.pending_interactions import PendingInteraction, PendingRequest
+from ibot.domain import Backend, ErrorKind, Feature, Usage
 from ibot.i18n import t
 from ibot.inflight import InFlight
 from ibot.money import format_usd
@@ -192,6 +193,23 @@ def member_facts(
         administrator=bool(perms and perms.administrator),
         manage_messages=bool(perms and perms.manage_messages),
         is_owner=bool(guild and guild.owner_id == member.id),
+    )
+
+
+def held_command(
+    interaction: nextcord.Interaction, feature: Feature, request: PendingRequest
+) -> PendingInteraction:
+    """A deferred command as the database holds it until it is answered, and answers
+    it again after a crash (ibot/services/resume.py): the same fields for every command."""
+    return PendingInteraction(
+        interaction_id=interaction.id,
+        application_id=interaction.application_id,
+        token=interaction.token,
+        feature=feature,
+        user_id=invoker(interaction).id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id,
+        request=request,
     )
 
 

@@ -15,6 +15,7 @@ from cogs._render import (
     answered_embeds,
     attachment_source,
     failure_text,
+    held_command,
     invoker,
     member_facts,
     refused_while_restarting,
@@ -165,15 +166,10 @@ def pending_ask(
 ) -> PendingInteraction:
     """The /ask-gpt as it is held until answered (and asked again after a crash)."""
     channel = interaction.channel
-    return PendingInteraction(
-        interaction_id=interaction.id,
-        application_id=interaction.application_id,
-        token=interaction.token,
-        feature=Feature.ASK,
-        user_id=invoker(interaction).id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        request=PendingRequest(
+    return held_command(
+        interaction,
+        Feature.ASK,
+        PendingRequest(
             question=question,
             private=private,
             author=invoker(interaction).display_name,

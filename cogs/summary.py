@@ -13,6 +13,7 @@ from cogs._render import (
     answer_embeds,
     cost_footer,
     failure_text,
+    held_command,
     invoker,
     member_facts,
     refused_while_restarting,
@@ -123,15 +124,10 @@ def pending_summary(
     private: bool,
 ) -> PendingInteraction:
     """The /summary as it is held until answered (and made again after a crash)."""
-    return PendingInteraction(
-        interaction_id=interaction.id,
-        application_id=interaction.application_id,
-        token=interaction.token,
-        feature=Feature.SUMMARY,
-        user_id=invoker(interaction).id,
-        guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id,
-        request=PendingRequest(
+    return held_command(
+        interaction,
+        Feature.SUMMARY,
+        PendingRequest(
             private=private,
             author=invoker(interaction).display_name,
             channel_name=getattr(channel, "name", "") or "",

@@ -284,20 +284,8 @@ def costs_report(
         engine = create_engine(settings.database_url)
         try:
             sessionmaker = make_sessionmaker(engine)
-            if rows:
-                entries = await reports.ledger_rows(sessionmaker, chosen, guild_id=guild)
-                text = report_render.render_rows_csv(entries)
-                view = None
-                if chart is not None:
-                    view = await report_view.build_report_view(
-                        sessionmaker,
-                        chosen,
-                        grouping,
-                        guild_id=guild,
-                        top=None,
-                        configured_cap_micros=cap,
-                    )
-            else:
+            view = None
+            if not rows or chart is not None:  # --rows needs the view only for its chart
                 view = await report_view.build_report_view(
                     sessionmaker,
                     chosen,
@@ -306,6 +294,11 @@ def costs_report(
                     top=None,
                     configured_cap_micros=cap,
                 )
+            if rows:
+                entries = await reports.ledger_rows(sessionmaker, chosen, guild_id=guild)
+                text = report_render.render_rows_csv(entries)
+            else:
+                assert view is not None
                 text = _render_view(view, output)
         finally:
             await engine.dispose()
