@@ -29,7 +29,8 @@ class Reservation:
 class BudgetExceeded(Exception):
     """A cap would be passed: the call must not be sent.
 
-    `budget` names the cap for the user ("guild_daily"…), `resets_at` says when it frees up.
+    `budget` names the cap for the user ("guild_daily", "feature_daily:summary"…; see
+    ibot.services.budgets.Cap), `resets_at` says when it frees up.
     """
 
     def __init__(self, budget: str, resets_at: datetime | None = None) -> None:
