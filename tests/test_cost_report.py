@@ -26,6 +26,7 @@ from ibot.db.reports import DailyCost, GroupBy
 from ibot.money import exact_usd as format_usd
 from ibot.periods import Period, PeriodError, choose_period, period_days, previous_period
 from ibot.services import report_view
+from ibot.services.cap_history import cap_series
 from ibot.services.report_view import (
     CAP_COLOUR,
     CHART_SIZE,
@@ -312,7 +313,8 @@ def test_the_budget_line_is_drawn_only_when_a_cap_is_given():
     daily = sample_daily(period)
 
     without = render_chart(daily, period_days(period))
-    with_cap = render_chart(daily, period_days(period), daily_cap_micros=3_000_000)
+    days = period_days(period)
+    with_cap = render_chart(daily, days, caps=cap_series([], days, configured_micros=3_000_000))
 
     assert without != with_cap
     assert red_pixels(without) == 0
@@ -322,7 +324,8 @@ def test_the_budget_line_is_drawn_only_when_a_cap_is_given():
 def test_a_day_without_spending_still_gets_a_chart_with_its_cap_line():
     period = choose_period("today", now=NOW)
 
-    png = render_chart([], period_days(period), daily_cap_micros=1_000_000)
+    days = period_days(period)
+    png = render_chart([], days, caps=cap_series([], days, configured_micros=1_000_000))
 
     assert Image.open(io.BytesIO(png)).size == CHART_SIZE
     assert red_pixels(png) > 0

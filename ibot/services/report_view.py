@@ -290,12 +290,11 @@ def chart_data(
     daily: Sequence[DailyCost],
     days: Sequence[date],
     *,
-    daily_cap_micros: int | None = None,
     caps: CapHistory | None = None,
 ) -> ChartData:
     """The chart's numbers: every DailyCost summed into its feature and day (days
-    outside `days` are left out), and the cap of each day: `caps` when given (the
-    history of the guild's cap), else `daily_cap_micros` on every day."""
+    outside `days` are left out), and the cap of each day from `caps` (the history of
+    the guild's cap; None: no cap line)."""
     days = list(days) or sorted({item.day for item in daily})
     index = {day: n for n, day in enumerate(days)}
     features = sorted({item.feature for item in daily}, key=_feature_order)
@@ -307,8 +306,6 @@ def chart_data(
     if caps is not None and caps.drawn:
         by_day = dict(zip(caps.days, caps.caps, strict=True))
         cap_micros = tuple(by_day.get(day, caps.in_force) for day in days)
-    elif caps is None and daily_cap_micros is not None:
-        cap_micros = (daily_cap_micros,) * len(days)
     return ChartData(
         days=tuple(days),
         cost_micros={feature: tuple(values) for feature, values in sums.items()},
@@ -329,18 +326,17 @@ def render_chart(
     daily: Sequence[DailyCost],
     days: Sequence[date],
     *,
-    daily_cap_micros: int | None = None,
     caps: CapHistory | None = None,
     text: ChartText | None = None,
 ) -> bytes:
     """A PNG (CHART_SIZE pixels) of the daily spend as bars stacked by feature, with the
-    daily cap in force as a step line (`caps`: it follows the `/budget` changes; else a
-    flat `daily_cap_micros`), and the plotted numbers as ChartData inside the file.
+    daily cap in force as a step line (`caps`: it follows the `/budget` changes), and the
+    plotted numbers as ChartData inside the file.
 
     Blocking (tens of milliseconds, a second on first import): call it through
     `render_chart_async` from async code.
     """
-    data = chart_data(daily, days, daily_cap_micros=daily_cap_micros, caps=caps)
+    data = chart_data(daily, days, caps=caps)
     return _png(chart_figure(data, text), {CHART_DATA_KEY: data.to_json()})
 
 
@@ -419,7 +415,6 @@ async def render_chart_async(
     daily: Sequence[DailyCost],
     days: Sequence[date],
     *,
-    daily_cap_micros: int | None = None,
     caps: CapHistory | None = None,
     text: ChartText | None = None,
 ) -> bytes:
@@ -428,7 +423,6 @@ async def render_chart_async(
         render_chart,
         list(daily),
         list(days),
-        daily_cap_micros=daily_cap_micros,
         caps=caps,
         text=text,
     )
