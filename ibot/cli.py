@@ -31,7 +31,7 @@ from ibot.cli_options import (
 )
 from ibot.finetune.cli import finetune_app
 from ibot.kb_cli import kb_app
-from ibot.llm.serve_local import serve_local_command
+from ibot.llm.serve_local_cli import serve_local_command
 
 if TYPE_CHECKING:
     from ibot.config import Settings

@@ -543,7 +543,7 @@ def test_serve_local_command_registers_in_typer_and_names_a_bad_model_directory(
     import typer
     from typer.testing import CliRunner
 
-    from ibot.llm.serve_local import serve_local_command
+    from ibot.llm.serve_local_cli import serve_local_command
 
     app = typer.Typer()
     app.command("serve-local")(serve_local_command)

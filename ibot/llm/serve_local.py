@@ -20,16 +20,15 @@ import asyncio
 import contextlib
 import hmac
 import json
-import os
 import signal
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
 import structlog
 import typer
+from aiohttp import web
 
 from ibot.domain import (
     BackendError,
@@ -41,17 +40,10 @@ from ibot.domain import (
     LLMRequest,
     Role,
 )
-
-# aiohttp and the backend (pydantic settings, the engine) are imported where they are
-# used: `ibot --help` imports this module for the serve-local command's options only.
-if TYPE_CHECKING:
-    from aiohttp import web
-
-    from ibot.llm.local import LocalBackend
+from ibot.llm.local import LocalBackend
 
 log = structlog.get_logger("ibot.serve_local")
 
-API_KEY_VARIABLE = "IBOT_SERVE_LOCAL_API_KEY"
 # The roles a request may use, as ours: OpenAI's newer "developer" is a system message.
 _ROLES: dict[str, Role] = {
     "system": "system",
@@ -104,8 +96,6 @@ def build_app(
     backend: LocalBackend, *, api_key: str | None = None, served: list[BackendResponse] | None
 ) -> web.Application:
     """The aiohttp application; `served` (if given) collects every answer, for tests."""
-    from aiohttp import web
-
     handlers = _Handlers(backend, api_key, served)
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", handlers.chat)
@@ -126,8 +116,6 @@ async def start_server(
 
     `owns_backend`: `LocalServer.close()` also stops the backend.
     """
-    from aiohttp import web
-
     await backend.start()
     served: list[BackendResponse] = []
     app = build_app(backend, api_key=api_key, served=served)
@@ -159,13 +147,9 @@ class _Handlers:
         return hmac.compare_digest(sent.encode(), f"Bearer {self.api_key}".encode())
 
     async def health(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         return web.json_response({"status": "ok", "model": self.backend.model_name})
 
     async def models(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         if not self._authorized(request):
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
         model = {
@@ -177,8 +161,6 @@ class _Handlers:
         return web.json_response({"object": "list", "data": [model]})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        from aiohttp import web
-
         if not self._authorized(request):
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
         try:
@@ -285,8 +267,6 @@ async def _stream(
     include_usage: bool,
     headers: dict[str, str],
 ) -> web.StreamResponse:
-    from aiohttp import web
-
     out = web.StreamResponse(status=200, headers={**headers, "Content-Type": "text/event-stream"})
     await out.prepare(request)
     base = {
@@ -325,16 +305,15 @@ async def _stream(
 def _error(
     status: int, message: str, code: str, *, kind: str = "invalid_request_error"
 ) -> web.Response:
-    from aiohttp import web
-
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return web.json_response(body, status=status)
 
 
-# ---- the command ---------------------------------------------------------------------------
+# ---- serving until stopped ----------------------------------------------------------------
 
 
-async def _serve_forever(backend: LocalBackend, host: str, port: int, api_key: str | None) -> None:
+async def serve_forever(backend: LocalBackend, host: str, port: int, api_key: str | None) -> None:
+    """Serve until SIGINT or SIGTERM (`ibot serve-local`: ibot/llm/serve_local_cli.py)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -350,67 +329,3 @@ async def _serve_forever(backend: LocalBackend, host: str, port: int, api_key: s
         await stop.wait()
     finally:
         await server.close()
-
-
-def serve_local_command(
-    model: Annotated[
-        Path,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Directory of a transformers causal LM (save_pretrained / ibot finetune).",
-            show_default=False,
-        ),
-    ],
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu or cuda (default: local_model.device).")
-    ] = None,
-    name: Annotated[
-        str | None, typer.Option(help="Model name in answers (default: the directory's).")
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Require this bearer key (default: ${API_KEY_VARIABLE}, else none).",
-            show_default=False,
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="TOML settings whose [local_model] gives the generation settings.",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Serve a local model as an OpenAI-compatible /v1/chat/completions endpoint."""
-    from pydantic import ValidationError
-
-    from ibot.config import ConfigError, LocalModelSettings, fail_on_config_error, load_settings
-    from ibot.llm.local import LocalBackend
-    from ibot.logging import configure_logging
-
-    overrides: dict[str, Any] = {"path": str(model)}
-    if device is not None:
-        overrides["device"] = device
-    try:
-        loaded = load_settings(config)
-        base = loaded.local_model.model_dump(exclude={"path"})
-        settings = LocalModelSettings(**{**base, **overrides})
-    except ConfigError as err:
-        fail_on_config_error(err)
-    except ValidationError as err:  # the --model or --device value
-        fail_on_config_error(ConfigError.from_validation_error(err))
-    key = api_key or os.environ.get(API_KEY_VARIABLE) or None
-    secrets = [*loaded.secret_values(), key]
-    configure_logging(loaded.logging.format, loaded.logging.level, secrets=secrets)
-    try:
-        backend = LocalBackend(settings, model_name=name)
-        asyncio.run(_serve_forever(backend, host, port, key))
-    except BackendError as err:
-        typer.echo(f"error: {err.message}", err=True)
-        raise typer.Exit(1) from None
