@@ -14,7 +14,7 @@ them, to be asked again exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -82,16 +82,7 @@ class PendingRequest:
                 "channel_name": self.channel_name,
                 "parent_id": self.parent_id,
                 "messages": self.messages,
-                "image": None
-                if image is None
-                else {
-                    "id": image.id,
-                    "filename": image.filename,
-                    "size": image.size,
-                    "url": image.url,
-                    "proxy_url": image.proxy_url,
-                    "content_type": image.content_type,
-                },
+                "image": None if image is None else asdict(image),
             },
         }
 
